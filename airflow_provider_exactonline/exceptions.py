@@ -1,0 +1,101 @@
+"""Typed errors. Every message says what went wrong and, where a human must act, what to do.
+
+All inherit :class:`ExactOnlineError`, which is an ``AirflowException`` so Airflow's
+retry and failure handling applies. Messages never contain tokens or secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.exceptions import AirflowException
+
+
+class ExactOnlineError(AirflowException):
+    """Base class. ``status_code``, ``exact_message`` and ``reason`` come from Exact's answer when there was one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        exact_message: str | None = None,
+        reason: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.exact_message = exact_message
+        self.reason = reason
+        self.url = url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep keyword attributes across pickling (multiprocessing, XCom of errors).
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[ExactOnlineError], message: str, state: dict[str, Any]) -> ExactOnlineError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class ExactOnlineConfigError(ExactOnlineError, ValueError):
+    """The connection (or an argument) is mis-configured; the message names the field and the fix."""
+
+
+class ExactOnlineCatalogError(ExactOnlineError, ValueError):
+    """An entity or field name is not in the endpoint catalog; raised before any HTTP call."""
+
+
+class ExactOnlineUnknownEntity(ExactOnlineCatalogError):
+    """No such entity; the message lists the closest names."""
+
+
+class ExactOnlineUnknownField(ExactOnlineCatalogError):
+    """A ``$select``/``$filter`` field does not exist on the entity; the message lists the closest names."""
+
+
+class ExactOnlineAuthError(ExactOnlineError):
+    """Exact refused our credentials or token (HTTP 401/403, or a token-endpoint refusal)."""
+
+
+class ExactOnlineReauthorizationRequired(ExactOnlineAuthError):
+    """The token chain is dead (refresh token reused, expired or missing): a human must authorize again."""
+
+    def __init__(self, conn_id: str, detail: str, **kwargs: Any) -> None:
+        message = (
+            f"Exact Online connection {conn_id!r} must be re-authorized: {detail}. "
+            f"Open the 'Exact Online' page in the Airflow UI (/exactonline) and click Reconnect, "
+            f"or run `airflow-exactonline authorize {conn_id}`."
+        )
+        super().__init__(message, **kwargs)
+        self.conn_id = conn_id
+        self.detail = detail
+
+
+class ExactOnlineRateLimitExceeded(ExactOnlineError):
+    """A rate limit is spent. ``reset_at`` (epoch seconds, UTC) says when calls are allowed again."""
+
+    def __init__(self, message: str, *, scope: str, reset_at: float | None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.scope = scope  # "daily" or "minutely"
+        self.reset_at = reset_at
+
+
+class ExactOnlineNotFound(ExactOnlineError):
+    """HTTP 404: the entity, record or endpoint does not exist."""
+
+
+class ExactOnlineBadRequest(ExactOnlineError):
+    """HTTP 400 on an API call: Exact rejected the request (bad field, filter, body)."""
+
+
+class ExactOnlineServerError(ExactOnlineError):
+    """HTTP 5xx after retries, or the connection kept failing."""
+
+
+class ExactOnlineResponseError(ExactOnlineError):
+    """Exact answered with something that is not the JSON we expect (HTML page, truncated body)."""
