@@ -25,7 +25,7 @@ class ExactOnlineError(AirflowException):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.status_code = status_code
+        self.status_code: int | None = status_code  # type: ignore[assignment]
         self.exact_message = exact_message
         self.reason = reason
         self.url = url
@@ -49,6 +49,11 @@ class ExactOnlineConfigError(ExactOnlineError, ValueError):
 class ExactOnlineCatalogError(ExactOnlineError, ValueError):
     """An entity or field name is not in the endpoint catalog; raised before any HTTP call."""
 
+    #: Closest valid names, best first (per unknown field for field errors; set by the catalog).
+    suggestions: Any
+    entity: str | None
+    variant: str | None
+
 
 class ExactOnlineUnknownEntity(ExactOnlineCatalogError):
     """No such entity; the message lists the closest names."""
@@ -56,6 +61,9 @@ class ExactOnlineUnknownEntity(ExactOnlineCatalogError):
 
 class ExactOnlineUnknownField(ExactOnlineCatalogError):
     """A ``$select``/``$filter`` field does not exist on the entity; the message lists the closest names."""
+
+    #: The unknown field names.
+    fields: list[str]
 
 
 class ExactOnlineAuthError(ExactOnlineError):
