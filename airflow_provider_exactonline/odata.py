@@ -51,7 +51,14 @@ def long(value: int) -> str:
 
 def datetime(value: dt.datetime | dt.date | str, timezone: str = DEFAULT_EXACT_TIMEZONE) -> str:
     """A ``datetime'YYYY-MM-DDTHH:MM:SS'`` literal in Exact's (naive, local) time."""
-    parsed: Any = pendulum.parse(value) if isinstance(value, str) else value
+    # exact=True keeps a date a date; tz=None keeps a string without offset naive (Exact's local time)
+    # instead of reading it as UTC and shifting it.
+    parsed: Any = value
+    if isinstance(value, str):
+        try:
+            parsed = pendulum.parse(value, exact=True, tz=None)
+        except ValueError as err:
+            raise ExactOnlineConfigError(f"{value!r} is not an ISO date or datetime") from err
     if isinstance(parsed, dt.datetime):
         if parsed.tzinfo is not None:
             parsed = pendulum.instance(parsed).in_timezone(timezone).naive()

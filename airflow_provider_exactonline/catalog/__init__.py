@@ -348,14 +348,19 @@ class EntitySpec:
 
     def expand_select(self, select: Sequence[str] | str | None, variant: str = "standard") -> list[str]:
         """``$select`` to send, as a list: ``"*"``/``None`` become every field of the variant where Exact
-        demands ``$select`` (else ``[]``: send none); other values are checked by :meth:`validate_select`."""
+        demands ``$select`` (else ``[]``: send none); other values are checked by :meth:`validate_select`.
+
+        "Every field" leaves out fields of unknown type: in the reference data those are navigation
+        collections (``BankAccounts``, ``SalesInvoiceLines``), links to other entities rather than data."""
         items = _split_select(select) if select is not None else []
         if not items or "*" in items:
             others = [item for item in items if item != "*"]
             if others:
                 self.validate_select(others, variant)  # still catch typos next to "*"
             endpoint = self._endpoint(variant)
-            return list(endpoint.fields) if endpoint.select_required else []
+            if not endpoint.select_required:
+                return []
+            return [name for name, kind in endpoint.fields.items() if kind != "unknown"]
         return self.validate_select(items, variant)
 
     def normalize_filter(self, expr: str, variant: str = "standard") -> str:

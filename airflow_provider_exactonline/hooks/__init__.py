@@ -1,0 +1,3 @@
+from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+
+__all__ = ["ExactOnlineHook"]
