@@ -1,0 +1,1 @@
+"""Exact Online operators."""

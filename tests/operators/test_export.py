@@ -1,0 +1,174 @@
+"""ExactOnlineToObjectStorageOperator against the fake server over loopback (no Airflow DB: tokens and
+watermarks in memory)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow_db import ctx
+
+from airflow_provider_exactonline.catalog import resolve_entity
+from airflow_provider_exactonline.exceptions import ExactOnlineCatalogError, ExactOnlineConfigError
+from airflow_provider_exactonline.operators.exactonline import ExactOnlineToObjectStorageOperator
+from airflow_provider_exactonline.operators.export import choose_variant, iter_output_records
+from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore, watermark_key
+
+
+def export(conn, tmp_path, store=None, **kwargs):
+    kwargs.setdefault("entity", "crm/Accounts")
+    kwargs.setdefault("divisions", 1001)
+    return ExactOnlineToObjectStorageOperator(
+        task_id="export", path=str(tmp_path), watermark_store=store, **conn, **kwargs
+    )
+
+
+def run_dir(tmp_path, summary, index=0):
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(summary["divisions"][index]["path"])
+
+
+def ids(path, kind="part"):
+    return [r.get("ID") or r.get("EntityKey") for r in iter_output_records(path, kind)]
+
+
+def test_full_mode_reads_bulk_and_writes_layout(fake, conn, tmp_path):
+    summary = export(conn, tmp_path, rows_per_part=100).execute(ctx("manual__full"))
+    assert summary["rows"] == 150 and summary["mode"] == "full"
+    assert summary["divisions"][0]["endpoint"] == "bulk/CRM/Accounts"
+    assert any("/bulk/CRM/Accounts" in r.path for r in fake.requests)
+    final = tmp_path / "crm" / "Accounts" / "division=1001" / "manual__full"
+    assert sorted(p.name for p in final.iterdir()) == ["_manifest.json", "part-00000.jsonl", "part-00001.jsonl"]
+    manifest = json.loads((final / "_manifest.json").read_text())
+    assert manifest["rows"] == 150 and [p["rows"] for p in manifest["parts"]] == [100, 50]
+    assert manifest["api_calls"] >= 1 and "Code" in manifest["fields"]
+    assert manifest["watermark"]["to"] is None  # full mode never touches the watermark
+    source = {r["ID"] for r in fake.records("crm/Accounts", 1001)}
+    assert sorted(ids(run_dir(tmp_path, summary))) == sorted(source)
+    assert not list((tmp_path / "crm" / "Accounts" / "division=1001" / "_tmp").iterdir())
+
+
+def test_mode_picks_bulk_sync_standard_and_refuses_clearly():
+    accounts = resolve_entity("Accounts")
+    assert choose_variant(accounts, "full", "Accounts") == ("bulk", "bulk/CRM/Accounts")
+    assert choose_variant(accounts, "incremental", "Accounts") == ("sync", "sync/CRM/Accounts")
+    no_bulk = next(
+        s
+        for s in __import__("airflow_provider_exactonline.catalog", fromlist=["x"]).all_entities()
+        if s.path and not s.bulk_path and not s.sync_path and "GET" in s.methods
+    )
+    assert choose_variant(no_bulk, "full", no_bulk.name)[0] == "standard"
+    with pytest.raises(ExactOnlineCatalogError, match="mode='full'"):
+        choose_variant(no_bulk, "incremental", no_bulk.name)
+    lines = resolve_entity("SalesInvoiceLines")  # bulk, no sync
+    with pytest.raises(ExactOnlineCatalogError, match=r"no sync endpoint.*mode='full'"):
+        choose_variant(lines, "incremental", "SalesInvoiceLines")
+
+
+def test_incremental_refusal_happens_before_any_call(fake, conn, tmp_path):
+    op = export(conn, tmp_path, MemoryWatermarkStore(), entity="SalesInvoiceLines", mode="incremental")
+    before = len(fake.requests)
+    with pytest.raises(ExactOnlineCatalogError, match="mode='full'"):
+        op.execute(ctx())
+    assert len(fake.requests) == before
+
+
+def test_incremental_full_load_then_changes_and_deletes(fake, conn, tmp_path):
+    store = MemoryWatermarkStore()
+    first = export(conn, tmp_path, store, mode="incremental").execute(ctx("run1"))
+    key = watermark_key("exact_ops", "crm/Accounts", 1001)
+    assert first["rows"] == 150 and first["divisions"][0]["watermark_from"] == 0
+    wm1 = store.get(key)
+    assert wm1 is not None and wm1.timestamp == first["divisions"][0]["watermark_to"] and wm1.run_id == "run1"
+
+    victims = [r["ID"] for r in fake.records("crm/Accounts", 1001)][:2]
+    created = fake.create_record("crm/Accounts", 1001, {"Name": "New BV", "Code": "NEW1"})
+    fake.update_record("crm/Accounts", 1001, victims[0], {"Name": "Renamed BV"})
+    fake.delete_record("crm/Accounts", 1001, victims[1])
+
+    second = export(conn, tmp_path, store, mode="incremental").execute(ctx("run2"))
+    d = second["divisions"][0]
+    assert d["watermark_from"] == wm1.timestamp and d["rows"] == 2 and d["deletes"] == 1
+    path = run_dir(tmp_path, second)
+    rows = list(iter_output_records(path))
+    assert {r["ID"] for r in rows} == {created["ID"], victims[0]}
+    assert next(r for r in rows if r["ID"] == victims[0])["Name"] == "Renamed BV"
+    deleted = list(iter_output_records(path, "deleted"))
+    assert [r["EntityKey"] for r in deleted] == [victims[1]] and deleted[0]["EntityType"] == 2
+    assert any("/sync/Deleted" in r.path for r in fake.requests)
+
+    # Merge rule from docs/operators.md: apply runs in watermark order, upsert rows, then deletes.
+    table: dict[str, dict] = {}
+    for summary in (first, second):
+        run = run_dir(tmp_path, summary)
+        for r in iter_output_records(run):
+            table[r["ID"]] = r
+        for r in iter_output_records(run, "deleted"):
+            if table.get(r["EntityKey"], {}).get("Timestamp", 0) <= r["Timestamp"]:
+                table.pop(r["EntityKey"], None)
+    assert set(table) == {r["ID"] for r in fake.records("crm/Accounts", 1001)}
+
+    third = export(conn, tmp_path, store, mode="incremental").execute(ctx("run3"))
+    assert third["rows"] == 0 and third["deletes"] == 0
+    assert store.get(key).timestamp == d["watermark_to"]
+
+
+def test_retry_of_a_committed_run_keeps_its_output(fake, conn, tmp_path):
+    store = MemoryWatermarkStore()
+    first = export(conn, tmp_path, store, mode="incremental").execute(ctx("run1", try_number=1))
+    again = export(conn, tmp_path, store, mode="incremental").execute(ctx("run1", try_number=2))
+    assert again["divisions"][0].get("skipped") is True and again["rows"] == first["rows"] == 150
+    assert len(ids(run_dir(tmp_path, again))) == 150
+
+
+def test_reset_watermark_reloads_everything(fake, conn, tmp_path):
+    store = MemoryWatermarkStore()
+    export(conn, tmp_path, store, mode="incremental").execute(ctx("run1"))
+    op = export(conn, tmp_path, store, mode="incremental", reset_watermark="{{ params.reset }}")
+    context = ctx("run2")
+    context["params"] = {"reset": True}
+    op.render_template_fields(context)
+    assert op.reset_watermark == "True"
+    assert op.execute(context)["rows"] == 150
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_other_formats(fake, conn, tmp_path, fmt):
+    summary = export(conn, tmp_path, format=fmt, entity="Contacts", convert_dates=True).execute(ctx())
+    path = run_dir(tmp_path, summary)
+    assert (path / f"part-00000.{fmt}").exists()
+    assert sorted(ids(path)) == sorted(r["ID"] for r in fake.records("crm/Contacts", 1001))
+
+
+def test_all_divisions_and_templated_fields(fake, conn, tmp_path):
+    op = export(conn, tmp_path, entity="{{ params.entity }}", divisions="{{ params.divisions }}", select="ID,Code,Name")
+    context = ctx()
+    context["params"] = {"entity": "accounts", "divisions": "all"}
+    op.render_template_fields(context)
+    assert op.entity == "accounts" and op.divisions == "all"
+    summary = op.execute(context)
+    assert [d["division"] for d in summary["divisions"]] == [1001, 1002]
+    assert summary["rows"] == 300
+    first = next(iter_output_records(run_dir(tmp_path, summary, 1)))
+    assert set(first) == {"ID", "Code", "Name"}
+
+
+def test_filter_with_incremental_is_refused(fake, conn, tmp_path):
+    op = export(conn, tmp_path, MemoryWatermarkStore(), mode="incremental", filter="Name eq 'x'")
+    with pytest.raises(ExactOnlineConfigError, match="mode='full'"):
+        op.execute(ctx())
+
+
+def test_asset_outlet_and_openlineage(fake, conn, tmp_path):
+    op = export(conn, tmp_path)
+    assert [a.uri for a in op.outlets] == ["x-exactonline://exact_ops/crm/Accounts"]
+    op.execute(ctx())
+    lineage = op.get_openlineage_facets_on_complete(None)
+    try:
+        import airflow.providers.openlineage  # noqa: F401
+    except ImportError:
+        assert lineage is None  # skipped quietly without the openlineage provider
+    else:
+        assert lineage.inputs[0].name == "1001/crm/Accounts"
+        assert lineage.outputs[0].name.endswith("division=1001/manual__test")

@@ -1,0 +1,110 @@
+"""Part writers (JSON Lines, CSV, Parquet) and the watermark store: no server, no Airflow DB."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+
+import pytest
+
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+from airflow_provider_exactonline.operators.export import _PartSet, safe_run_name
+from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore, Watermark, watermark_key
+from airflow_provider_exactonline.operators.writers import check_format, clean_record, open_writer
+
+RECORDS = [
+    {
+        "ID": "a",
+        "Name": 'O\'Brien, "Ltd"',
+        "Division": 1001,
+        "Amount": 1.5,
+        "Blocked": False,
+        "Modified": "/Date(1641034800000)/",
+        "__metadata": {"uri": "x"},
+        "Lines": {"__deferred": {"uri": "y"}},
+    },
+    {"ID": "b", "Name": "Zeeman", "Division": 1001, "Amount": None, "Blocked": True, "Modified": None},
+]
+
+
+def _path(tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(f"file://{tmp_path}")
+
+
+def test_clean_record_drops_odata_plumbing_and_converts_dates_on_request():
+    raw = clean_record(RECORDS[0], convert_dates=False, timezone="UTC")
+    assert "__metadata" not in raw and "Lines" not in raw
+    assert raw["Modified"] == "/Date(1641034800000)/"
+    converted = clean_record(RECORDS[0], convert_dates=True, timezone="UTC")
+    assert converted["Modified"].isoformat().startswith("2022-01-01T11:00:00")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_round_trip(tmp_path, fmt):
+    base = _path(tmp_path)
+    rows = [clean_record(r, convert_dates=True, timezone="UTC") for r in RECORDS]
+    with open_writer(
+        fmt,
+        base / f"p.{fmt}",
+        ["ID", "Name", "Division", "Amount", "Blocked", "Modified"],
+        {"Division": "number", "Amount": "number", "Blocked": "boolean"},
+    ) as writer:
+        writer.write_page(rows[:1])
+        writer.write_page(rows[1:])
+    assert writer.rows == 2
+    target = tmp_path / f"p.{fmt}"
+    if fmt == "jsonl":
+        back = [json.loads(line) for line in target.read_text().splitlines()]
+        assert back[0]["Name"] == 'O\'Brien, "Ltd"' and back[0]["Modified"].startswith("2022-01-01T11:00:00")
+        assert back[1]["Amount"] is None
+    elif fmt == "csv":
+        back = list(csv.DictReader(target.open()))
+        assert back[0]["Name"] == 'O\'Brien, "Ltd"' and back[1]["Blocked"] == "true" and back[1]["Amount"] == ""
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(target)
+        assert table.schema.field("Division").type == "int64"
+        assert str(table.schema.field("Modified").type).startswith("timestamp")
+        back = table.to_pylist()
+        assert back[0]["Amount"] == 1.5 and back[1]["Blocked"] is True
+        assert back[0]["Modified"] == dt.datetime(2022, 1, 1, 11, 0, tzinfo=dt.timezone.utc)
+
+
+def test_part_set_rolls_over_at_rows_per_part(tmp_path):
+    parts = _PartSet(_path(tmp_path), "part", "jsonl", None, {}, rows_per_part=3)
+    parts.write([{"ID": str(i)} for i in range(4)])
+    parts.write([{"ID": str(i)} for i in range(4, 8)])
+    parts.close()
+    assert [p["rows"] for p in parts.parts] == [3, 3, 2]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    ids = [json.loads(line)["ID"] for f in sorted(tmp_path.iterdir()) for line in f.read_text().splitlines()]
+    assert ids == [str(i) for i in range(8)]
+
+
+def test_bad_format_is_named():
+    with pytest.raises(ExactOnlineConfigError, match="jsonl, csv, parquet"):
+        check_format("xml")
+    assert check_format("JSON") == "jsonl"
+
+
+def test_watermark_key_and_values():
+    key = watermark_key("exactonline_default", "crm/Accounts", 1001)
+    assert key == "exactonline_watermark__exactonline_default__crm_Accounts__1001"
+    assert Watermark.from_value("4711") == Watermark(timestamp=4711)
+    wm = Watermark(timestamp=5, deleted_timestamp=3, run_id="r")
+    assert Watermark.from_value(wm.to_json()) == wm
+    assert Watermark.from_value(None) is None
+    store = MemoryWatermarkStore()
+    store.set(key, wm)
+    assert store.get(key) == wm
+    store.delete(key)
+    assert store.get(key) is None
+
+
+def test_safe_run_name():
+    assert safe_run_name("scheduled__2024-01-01T00:00:00+00:00") == "scheduled__2024-01-01T00-00-00+00-00"
+    assert "/" not in safe_run_name("a/b")
