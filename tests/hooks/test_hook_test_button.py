@@ -40,13 +40,6 @@ def _stored_extras() -> dict:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth/token_stores on SQLite: VariableTokenStore.save() opens a second write transaction while "
-    "ConnectionExtrasTokenStore.lock() holds the first -> 'database is locked' for ~12 s per save, so the "
-    "1-s test token expires again before use. Passes with the Variable store stubbed out. Remove this "
-    "marker when the stores write in one transaction (or the test DB is PostgreSQL).",
-)
 def test_test_button_persists_the_rotation_into_the_stored_connection(api_client, monkeypatch):
     monkeypatch.setenv("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
     with FakeExactOnline(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=1.0) as fake:

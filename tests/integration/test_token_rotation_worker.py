@@ -1,0 +1,125 @@
+"""DONE-WHEN, worker path: 8 mapped tasks run by a real scheduler (LocalExecutor) under the Task SDK
+supervisor, talking to a real api-server's Execution API, share one connection for more than 5 token
+lifetimes. The ORM is blocked in those task processes (asserted from inside each task), so tokens rotate
+through the Variable store and its lease. Not ``dag.test()``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_exactonline.testing import FakeExactOnline
+
+from .rotation_support import (
+    Processes,
+    airflow_env,
+    assert_rotation_healthy,
+    create_connection,
+    free_port,
+    fresh_pg_database,
+    requires_pg,
+    run_airflow,
+    summarize,
+    wait_http,
+)
+
+LIFETIME = 15.0
+DURATION = 5 * LIFETIME + 8
+DAG_ID = "exactonline_token_rotation"
+
+
+def _dag_run_state(db_url: str) -> str | None:
+    import psycopg2
+
+    dsn = db_url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT state FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1", (DAG_ID,))
+        row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+
+def _task_states(db_url: str) -> dict[str, int]:
+    import psycopg2
+
+    dsn = db_url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE dag_id = %s GROUP BY 1", (DAG_ID,)
+        )
+        return {str(state): int(count) for state, count in cur.fetchall()}
+
+
+@pytest.mark.integration
+@requires_pg
+@pytest.mark.timeout(600)
+def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) -> None:
+    conn_id = "exact_rotation"
+    port = free_port()
+    out = tmp_path / "results"
+    out.mkdir()
+    with (
+        FakeExactOnline(access_token_lifetime=LIFETIME, minutely_limit=None, daily_limit=None) as fake,
+        fresh_pg_database() as db_url,
+    ):
+        env = airflow_env(
+            tmp_path / "home",
+            db_url,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="16",
+            AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="16",
+            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(port),
+            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+            AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+            EXACTONLINE_ROTATION_CONN_ID=conn_id,
+            EXACTONLINE_ROTATION_DURATION=str(DURATION),
+            EXACTONLINE_ROTATION_PAUSE="0.2",
+            EXACTONLINE_ROTATION_OUT=str(out),
+        )
+        run_airflow(env, "db", "migrate")
+        create_connection(env, conn_id, fake)
+        run_airflow(env, "dags", "reserialize")
+        procs = Processes(tmp_path)
+        airflow = str(Path(sys.executable).parent / "airflow")
+        try:
+            procs.start("api-server", [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "-w", "1"], env)
+            procs.start("scheduler", [airflow, "scheduler"], env)
+            wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", 120, procs)
+            run_airflow(env, "dags", "unpause", DAG_ID)
+            started = time.time()
+            run_airflow(env, "dags", "trigger", DAG_ID)
+            deadline = time.monotonic() + DURATION + 240
+            state = None
+            while time.monotonic() < deadline:
+                state = _dag_run_state(db_url)
+                if state in ("success", "failed"):
+                    break
+                for name, proc in procs.procs.items():
+                    assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{procs.dump()}"
+                time.sleep(2)
+            ended = time.time()
+            results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+            assert state == "success", f"dag run {state}, tasks {_task_states(db_url)}\n{results}\n{procs.dump(8000)}"
+            summary = summarize(results, fake, started, ended, LIFETIME)
+            print("\nworker path:", json.dumps(summary, indent=1))
+            # Really Airflow 3's worker path: Task SDK process, ORM refused, Variable store chosen.
+            assert summary["process_kinds"] == ["task-sdk"], summary
+            assert all(o.startswith("blocked: RuntimeError") for o in summary["orm"]), summary
+            assert summary["stores"] == ["variable,connection (read-only)"], summary
+            assert_rotation_healthy(summary)
+            variable = json.loads(run_airflow(env, "variables", "get", f"exactonline_token__{conn_id}"))
+            assert variable["refresh_token"] == fake.current_refresh_token
+        except BaseException:
+            print(procs.dump(8000))
+            raise
+        finally:
+            procs.stop_all()
