@@ -108,11 +108,8 @@ def select_fields(spec: Any, variant: str, select: str | Sequence[str] | None) -
     if "*" in fields:
         if spec is None:
             return None
-        expanded = spec.expand_select("*", variant)
-        # Navigation properties (type "unknown" in the catalog, e.g. Accounts.BankAccounts) hold no
-        # value in an export and bulk/sync endpoints refuse them in $select.
-        types = field_types(spec, variant)
-        fields = [f for f in (expanded or []) if types.get(f) != "unknown"]
+        # The catalog leaves out navigation collections (e.g. Accounts.BankAccounts): links, not data.
+        fields = spec.expand_select("*", variant)
         if not fields:
             return None
     if variant == "sync" and "Timestamp" not in fields:
