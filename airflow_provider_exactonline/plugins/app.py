@@ -1,0 +1,429 @@
+"""The FastAPI app behind the "Exact Online" page: list ``exactonline`` connections, Connect/Reconnect,
+choose a division. Registered and mounted by :mod:`airflow_provider_exactonline.plugins.exactonline`.
+
+Every route needs a logged-in Airflow user who may edit connections: Airflow's own dependencies
+(:func:`~airflow.api_fastapi.core_api.security.requires_access_connection` with ``PUT``, or the same
+auth-manager check for the connection named by the ``state`` on the callback). Airflow's JWT arrives as a
+``Bearer`` header or as the ``_token`` cookie; the cookie is ``SameSite=Lax``, so it comes along on the
+top-level redirect back from Exact. See :mod:`.state` for how the OAuth ``state`` is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.core_api.security import get_user, requires_access_connection
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from airflow_provider_exactonline.config import CONN_TYPE, ExactOnlineConfig
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineError
+from airflow_provider_exactonline.health import ConnectionHealth, human_duration, load_health
+from airflow_provider_exactonline.plugins.state import (
+    StateError,
+    conn_id_from_state,
+    consume_state,
+    issue_state,
+    save_division,
+)
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/exactonline"  # keep in sync with plugins/exactonline.py
+CALLBACK_PATH = "/callback"
+STATUS_LABELS = {
+    "ok": "Authorized",
+    "expiring": "Expiring",
+    "expired": "Expired",
+    "error": "Refresh failed",
+    "not_authorized": "Not connected",
+    "misconfigured": "Misconfigured",
+}
+
+_templates = Environment(
+    loader=FileSystemLoader(str(Path(__file__).with_name("templates"))),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=False,
+)
+
+CanEditConnection = Depends(requires_access_connection(method="PUT"))
+UserDep = Annotated[BaseUser, Depends(get_user)]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _root(request: Request) -> str:
+    """This app's absolute path prefix (``/exactonline``, or ``/airflow/exactonline`` behind a sub-path)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _airflow_root(request: Request) -> str:
+    root = _root(request)
+    return root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else root
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("index_url", f"{_root(request)}/")
+    html = _templates.get_template(name).render(home_url=f"{_airflow_root(request)}/", **context)
+    return HTMLResponse(
+        html,
+        status_code=status_code,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
+    )
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str, detail: str | None = None) -> Response:
+    if "text/html" not in request.headers.get("accept", ""):  # API clients and scripts get JSON
+        return JSONResponse({"detail": message}, status_code=status_code)
+    login_url = None
+    if status_code == 401:
+        login_url = f"{_airflow_root(request)}/api/v2/auth/login?" + urlencode({"next": str(request.url)})
+    return _render(
+        request,
+        "error.html",
+        status_code=status_code,
+        title=title,
+        message=message,
+        detail=detail,
+        login_url=login_url,
+    )
+
+
+def default_redirect_uri(request: Request) -> str:
+    """``<airflow base url>/exactonline/callback``: ``[api] base_url`` when set, else the URL of this request."""
+    from airflow.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").strip().rstrip("/")
+    if base and urlsplit(base).scheme in ("http", "https"):
+        return f"{base}{URL_PREFIX}{CALLBACK_PATH}"
+    url = request.url
+    return f"{url.scheme}://{url.netloc}{_root(request)}{CALLBACK_PATH}"
+
+
+def _user_id(user: BaseUser) -> str:
+    return str(user.get_id())
+
+
+def _can_edit(user: BaseUser, conn_id: str) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+
+    return bool(
+        get_auth_manager().is_authorized_connection(method="PUT", details=ConnectionDetails(conn_id=conn_id), user=user)
+    )
+
+
+def _load_connection(conn_id: str) -> Any:
+    """The ORM connection (this page manages connections stored in the metadata DB)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        conn = session.scalars(select(Connection).where(Connection.conn_id == conn_id)).one_or_none()
+        if conn is not None:
+            session.expunge(conn)
+        return conn
+
+
+class PageError(Exception):
+    def __init__(self, status_code: int, title: str, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code, self.title, self.message, self.detail = status_code, title, message, detail
+
+
+def _config_for(conn_id: str) -> ExactOnlineConfig:
+    conn = _load_connection(conn_id)
+    if conn is None:
+        raise PageError(
+            404,
+            "Connection not found",
+            f"There is no connection {conn_id!r} in Airflow's metadata database. "
+            "Connections defined in environment variables or a secrets backend cannot be written from here; "
+            f"use `airflow-exactonline authorize {conn_id} --print json` instead.",
+        )
+    if conn.conn_type != CONN_TYPE:
+        raise PageError(
+            400,
+            "Not an Exact Online connection",
+            f"Connection {conn_id!r} has type {conn.conn_type!r}; set its type to 'Exact Online' ({CONN_TYPE}).",
+        )
+    try:
+        return ExactOnlineConfig.from_connection(conn)
+    except ExactOnlineConfigError as err:
+        raise PageError(400, "The connection needs fixing", err.message) from err
+
+
+def _division_rows(divisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for item in divisions:
+        code = item.get("Code")
+        if code is None:
+            continue
+        name = item.get("Description") or item.get("CustomerName") or item.get("HID") or ""
+        rows.append({"code": int(code), "name": str(name)})
+    return sorted(rows, key=lambda row: row["code"])
+
+
+def _hook(conn_id: str) -> Any:
+    from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
+    from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+
+    return ExactOnlineHook(conn_id, token_store=ConnectionExtrasTokenStore(conn_id))
+
+
+def _fetch_account(conn_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+    """``current/Me`` and the reachable divisions; an API failure is reported, never raised."""
+    try:
+        hook = _hook(conn_id)
+        me = hook.current_user()
+        divisions = _division_rows(hook.divisions())
+    except Exception as err:  # the tokens are saved; the chooser is a convenience
+        message = err.message if isinstance(err, ExactOnlineError) else f"{type(err).__name__}: {err}"
+        log.warning("Exact Online %s: could not list divisions: %s", conn_id, message)
+        return None, [], message
+    return me, divisions, None
+
+
+def _same_origin(request: Request) -> bool:
+    """Defence in depth against cross-site form posts (Airflow's cookie is also ``SameSite=Lax``)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        from airflow.configuration import conf
+
+        allowed = {request.url.netloc}
+        base = conf.get("api", "base_url", fallback="") or ""
+        if base:
+            allowed.add(urlsplit(base).netloc)
+        return urlsplit(origin).netloc in allowed
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Exact Online",
+        description="Connect Airflow connections to Exact Online (OAuth2 authorization code flow).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        titles = {401: "Log in required", 403: "Not allowed"}
+        message = str(exc.detail)
+        if exc.status_code == 401:
+            message = f"{message}: log in to Airflow first."
+        elif exc.status_code == 403:
+            message = f"{message}: editing connections is required to connect them to Exact Online."
+        response = _error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(PageError)
+    async def _page_error(request: Request, exc: PageError) -> Response:
+        return _error_page(request, exc.status_code, exc.title, exc.message, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error_page(request, 400, "Bad request", "The request is missing a field or has an invalid value.")
+
+    @app.get("/", response_class=HTMLResponse, dependencies=[CanEditConnection])
+    def index(request: Request, user: UserDep, saved: str | None = None) -> Response:
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.models.connection import Connection
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        now = time.time()
+        redirect = default_redirect_uri(request)
+        allowed = get_auth_manager().get_authorized_connections(user=user, method="PUT")
+        with create_session() as session:
+            conns = session.scalars(
+                select(Connection).where(Connection.conn_type == CONN_TYPE).order_by(Connection.conn_id)
+            ).all()
+            healths = [
+                load_health(conn, now=now, default_redirect_uri=redirect) for conn in conns if conn.conn_id in allowed
+            ]
+        root = _root(request)
+        rows = [_row(health, root, now) for health in healths]
+        return _render(
+            request,
+            "index.html",
+            rows=rows,
+            user_name=user.get_name(),
+            saved=saved,
+            connections_url=f"{_airflow_root(request)}/connections",
+        )
+
+    @app.get("/connections/{connection_id}/authorize", dependencies=[CanEditConnection])
+    def authorize(request: Request, connection_id: str, user: UserDep, force_login: bool = False) -> Response:
+        from airflow_provider_exactonline.auth.oauth import authorization_url
+
+        config = _config_for(connection_id)
+        redirect_uri = config.redirect_uri or default_redirect_uri(request)
+        try:
+            state = issue_state(connection_id, _user_id(user), redirect_uri)
+        except LookupError as err:
+            raise PageError(404, "Connection not found", f"There is no connection {connection_id!r}.") from err
+        url = authorization_url(config, state, redirect_uri=redirect_uri, force_login=force_login)
+        log.info(
+            "Exact Online %s: %s starts authorization (redirect URI %s)", connection_id, user.get_name(), redirect_uri
+        )
+        return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+    @app.get(CALLBACK_PATH, name="callback")
+    def callback(
+        request: Request,
+        user: UserDep,
+        state: str | None = None,
+        code: str | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> Response:
+        from airflow_provider_exactonline.auth.oauth import exchange_code
+        from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
+
+        try:
+            conn_id = conn_id_from_state(state)
+        except StateError as err:
+            raise PageError(400, "Invalid authorization response", str(err)) from err
+        if not _can_edit(user, conn_id):
+            raise HTTPException(403, "Forbidden")
+        try:
+            pending = consume_state(state, _user_id(user))
+        except StateError as err:
+            raise PageError(400, "Invalid authorization response", str(err)) from err
+        if error:
+            explanation = {
+                "access_denied": "Access was not granted at Exact Online (the Exact user declined, "
+                "or the app is not allowed for this user). Nothing was changed.",
+            }.get(error, "Exact Online refused the authorization. Nothing was changed.")
+            raise PageError(
+                400, "Exact Online refused", explanation, f"Exact said: {error}: {error_description or ''}".strip()
+            )
+        if not code:
+            raise PageError(400, "Invalid authorization response", "Exact Online sent no authorization code.")
+        config = _config_for(conn_id)
+        try:
+            tokens = exchange_code(config, code, redirect_uri=pending.redirect_uri)
+        except ExactOnlineError as err:
+            raise PageError(
+                502,
+                "Exact Online refused the authorization code",
+                err.message,
+                "Check the client secret and the redirect URI registered in Exact's App Center, "
+                "then click Connect again (an authorization code lives about 3 minutes and works once).",
+            ) from err
+        store = ConnectionExtrasTokenStore(conn_id)
+        with store.lock():
+            store.save(tokens)
+        log.info("Exact Online %s: tokens stored after authorization by %s", conn_id, user.get_name())
+
+        me, divisions, api_error = _fetch_account(conn_id)
+        current = config.division
+        saved_message = None
+        if current is None and me and me.get("CurrentDivision") is not None:
+            current = int(me["CurrentDivision"])
+            name = next((d["name"] for d in divisions if d["code"] == current), None)
+            save_division(conn_id, current, name)
+            saved_message = f"Default division set to {current}{f' ({name})' if name else ''}; change it below."
+        return _render(
+            request,
+            "connected.html",
+            title=f"Connected: {conn_id}",
+            just_connected=True,
+            conn_id=conn_id,
+            user_full_name=(me or {}).get("FullName") or (me or {}).get("UserName"),
+            obtained=_when(tokens.obtained_at),
+            divisions=divisions,
+            current_division=current,
+            division_saved=saved_message,
+            api_error=api_error,
+            division_action=f"{_root(request)}/connections/{_q(conn_id)}/division",
+        )
+
+    @app.get("/connections/{connection_id}/division", dependencies=[CanEditConnection])
+    def division_form(request: Request, connection_id: str) -> Response:
+        config = _config_for(connection_id)
+        _me, divisions, api_error = _fetch_account(connection_id)
+        return _render(
+            request,
+            "connected.html",
+            title=f"Default division: {connection_id}",
+            just_connected=False,
+            conn_id=connection_id,
+            divisions=divisions,
+            current_division=config.division,
+            api_error=api_error,
+            division_action=f"{_root(request)}/connections/{_q(connection_id)}/division",
+        )
+
+    @app.post("/connections/{connection_id}/division", dependencies=[CanEditConnection])
+    def division_save(
+        request: Request, connection_id: str, user: UserDep, division: Annotated[int, Form(ge=1)]
+    ) -> Response:
+        if not _same_origin(request):
+            raise PageError(403, "Not allowed", "Cross-site form posts are not accepted.")
+        _config_for(connection_id)
+        _me, divisions, api_error = _fetch_account(connection_id)
+        names = {d["code"]: d["name"] for d in divisions}
+        if api_error is None and division not in names:
+            raise PageError(
+                400,
+                "Unknown division",
+                f"Division {division} is not one of the divisions this Exact user can reach: "
+                f"{', '.join(str(code) for code in sorted(names)) or 'none'}.",
+            )
+        try:
+            save_division(connection_id, division, names.get(division))
+        except LookupError as err:
+            raise PageError(404, "Connection not found", f"There is no connection {connection_id!r}.") from err
+        log.info("Exact Online %s: default division set to %s by %s", connection_id, division, user.get_name())
+        name = names.get(division)
+        message = f"Default division of {connection_id} set to {division}{f' ({name})' if name else ''}."
+        return RedirectResponse(f"{_root(request)}/?" + urlencode({"saved": message}), status_code=303)
+
+    return app
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _row(health: ConnectionHealth, root: str, now: float) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "health": health,
+        "status_label": STATUS_LABELS.get(health.status, health.status),
+        "authorize_url": f"{root}/connections/{_q(health.conn_id)}/authorize",
+        "division_url": f"{root}/connections/{_q(health.conn_id)}/division",
+    }
+    if health.token_obtained_at is not None:
+        row["obtained"] = _when(health.token_obtained_at)
+        row["obtained_ago"] = human_duration(now - health.token_obtained_at)
+    if health.refresh_token_age_s is not None and health.refresh_token_estimated_death is not None:
+        row["age"] = human_duration(health.refresh_token_age_s)
+        row["death"] = _when(health.refresh_token_estimated_death)
+    return row
