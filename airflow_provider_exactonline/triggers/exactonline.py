@@ -5,7 +5,9 @@ access token comes from the same token manager and token stores the hook uses: t
 token manager runs in a worker thread via ``asyncio.to_thread``, and from there the Task SDK's
 Variable/Connection calls reach the triggerer's supervisor through
 ``TriggerCommsDecoder.send`` (which bridges threads with ``run_coroutine_threadsafe``). A token
-refresh in the triggerer is thus persisted like one on a worker, under the store's lock.
+refresh in the triggerer is thus persisted like one on a worker, under the store's lock. Proven in a
+real ``airflow triggerer`` (ORM blocked, Variable store) by
+``tests/integration/test_triggerer_token_rotation.py``.
 
 The trigger serializes only the connection id and the query, never a token.
 """
@@ -76,6 +78,10 @@ class ExactOnlineTrigger(BaseTrigger):
 
         return ExactOnlineHook(self.exactonline_conn_id, division=self.division)
 
+    def _config_and_token_manager(self) -> tuple[Any, Any]:
+        hook = self._hook()
+        return hook.config, hook.token_manager
+
     async def _sleep_until(self, when: float, why: str) -> bool:
         """Sleep until ``when`` (capped by end_time); False if end_time comes first."""
         now = time.time()
@@ -92,12 +98,17 @@ class ExactOnlineTrigger(BaseTrigger):
 
         from airflow_provider_exactonline.ratelimit import RateLimitState
 
-        hook = self._hook()
         try:
-            # Reading the connection is a sync SDK call: run it off the event loop.
-            config = await asyncio.to_thread(lambda: hook.config)
-            token_manager = await asyncio.to_thread(lambda: hook.token_manager)
+            # Importing the hook and reading the connection are blocking (the latter a sync SDK call):
+            # run them off the triggerer's shared event loop.
+            config, token_manager = await asyncio.to_thread(self._config_and_token_manager)
             url = config.api_url(self.path, self.division)
+            self.log.info(
+                "Exact Online trigger: tokens for %r from stores %s (%s)",
+                self.exactonline_conn_id,
+                ", ".join(str(getattr(store, "name", type(store).__name__)) for store in token_manager.stores),
+                _process_description(),
+            )
         except Exception as err:
             yield TriggerEvent({"status": "error", "message": f"Exact Online trigger set-up failed: {err}"})
             return
@@ -196,6 +207,13 @@ class ExactOnlineTrigger(BaseTrigger):
             f"{url}{'&' if '?' in url else '?'}{query}" if query else url,
             headers={"Accept": "application/json", "Authorization": f"Bearer {token}"},
         )
+
+
+def _process_description() -> str:
+    from airflow_provider_exactonline.auth import process_context
+
+    blocked = "ORM blocked" if process_context.orm_blocked() else "ORM available"
+    return f"{process_context.process_kind()} process, {blocked}"
 
 
 def _rows(payload: Any) -> list[dict[str, Any]]:
