@@ -352,19 +352,31 @@ def authorize(args: argparse.Namespace, *, stdin: TextIO) -> int:
     except ExactOnlineError as err:
         raise CliError(err.message) from None
 
-    division, division_name, division_note = _default_division(config, tokens)
+    # Exact keeps one live pair: once the code is exchanged, any pair stored before is dead. So the new pair is
+    # made safe first (in the DB under the row lock, or kept for --print), and only then are the divisions
+    # looked up, through stores that keep any rotation those calls cause.
     if write_db:
         from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
         from airflow_provider_exactonline.plugins.state import save_division
 
         store = ConnectionExtrasTokenStore(config.conn_id)
-        with store.lock():
-            store.save(tokens)
-        if config.division is None and division is not None:
-            save_division(config.conn_id, division, division_name)
+        try:
+            with store.lock():
+                store.save(tokens)
+        except ExactOnlineError as err:  # e.g. the row stayed locked past the lock timeout
+            raise CliError(f"{err.message}; nothing was written, run authorize again") from None
         _say(f"Authorized: tokens stored in connection {config.conn_id!r} in the metadata DB.")
+        division, division_name, division_note = _default_division(config)  # the connection's own stores
+        if division is not None:
+            save_division(config.conn_id, division, division_name)
     else:
-        print(_connection_with_tokens(conn, tokens, division, division_name, args.print_format), flush=True)
+        from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
+
+        memory = InMemoryTokenStore(tokens)
+        division, division_name, division_note = _default_division(config, memory)
+        # Print the newest pair: had the lookup refreshed, the exchanged pair would be spent.
+        newest = memory.load() or tokens
+        print(_connection_with_tokens(conn, newest, division, division_name, args.print_format), flush=True)
         _say(
             f"Authorized: the connection {config.conn_id!r} with its new tokens is printed above; put it where "
             f"the connection is defined (AIRFLOW_CONN_{config.conn_id.upper()} or your secrets backend). Nothing "
@@ -379,17 +391,23 @@ def authorize(args: argparse.Namespace, *, stdin: TextIO) -> int:
     return 0
 
 
-def _default_division(config: Any, tokens: Any) -> tuple[int | None, str | None, str | None]:
-    """If the connection has no default division, use the Exact user's current one (best effort)."""
+def _default_division(config: Any, token_store: Any = None) -> tuple[int | None, str | None, str | None]:
+    """If the connection has no default division, use the Exact user's current one (best effort).
+
+    Called once the new tokens are safe, so an error or Ctrl-C here costs only the division. ``token_store``
+    None means the connection's own stores (row + Variable), which persist a rotation these calls may cause;
+    ``--print`` passes the in-memory store holding the exchanged pair. Few retries: nobody waits minutes for this.
+    """
     if config.division is not None:
         return None, None, None
     try:
-        from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
         from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
 
-        hook = ExactOnlineHook(config.conn_id, token_store=InMemoryTokenStore(tokens))
+        hook = ExactOnlineHook(config.conn_id, token_store=token_store, max_retries=1, timeout=30)
         current = int(hook.current_user()["CurrentDivision"])
         divisions = {int(d["Code"]): str(d.get("Description") or "") for d in hook.divisions() if "Code" in d}
+    except KeyboardInterrupt:
+        return None, None, "Division lookup interrupted; set extra 'division' yourself."
     except Exception as err:
         return None, None, f"Could not read your divisions ({type(err).__name__}); set extra 'division' yourself."
     listing = ", ".join(f"{code} ({name})" for code, name in sorted(divisions.items()))
@@ -417,17 +435,9 @@ def _connection_with_tokens(conn: Any, tokens: Any, division: int | None, divisi
         extras["division"] = division
         if division_name:
             extras["division_name"] = division_name
-    copy = Connection(
-        conn_id=conn.conn_id,
-        conn_type=conn.conn_type,
-        description=conn.description,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        schema=conn.schema,
-        port=conn.port,
-        extra=json.dumps(extras),
-    )
+    fields = conn.to_dict(validate=False)  # every field of the connection, so the copy drops none
+    fields["extra"] = json.dumps(extras)
+    copy = Connection(**fields)
     return copy.as_json() if fmt == "json" else copy.get_uri()
 
 

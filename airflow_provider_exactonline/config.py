@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,7 +63,7 @@ class ExactOnlineConfig:
     conn_id: str
     base_url: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)  # never printed
     division: int | None = None
     redirect_uri: str | None = None
     timezone: str = DEFAULT_EXACT_TIMEZONE

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowFailException
 
 
 class ExactOnlineError(AirflowException):
@@ -42,11 +43,14 @@ def _rebuild(cls: type[ExactOnlineError], message: str, state: dict[str, Any]) -
     return error
 
 
-class ExactOnlineConfigError(ExactOnlineError, ValueError):
-    """The connection (or an argument) is mis-configured; the message names the field and the fix."""
+class ExactOnlineConfigError(ExactOnlineError, ValueError, AirflowFailException):
+    """The connection (or an argument) is mis-configured; the message names the field and the fix.
+
+    Like every error a retry cannot cure, an ``AirflowFailException``: the task fails without retrying.
+    """
 
 
-class ExactOnlineCatalogError(ExactOnlineError, ValueError):
+class ExactOnlineCatalogError(ExactOnlineError, ValueError, AirflowFailException):
     """An entity or field name is not in the endpoint catalog; raised before any HTTP call."""
 
     #: Closest valid names, best first (per unknown field for field errors; set by the catalog).
@@ -70,7 +74,7 @@ class ExactOnlineAuthError(ExactOnlineError):
     """Exact refused our credentials or token (HTTP 401/403, or a token-endpoint refusal)."""
 
 
-class ExactOnlineReauthorizationRequired(ExactOnlineAuthError):
+class ExactOnlineReauthorizationRequired(ExactOnlineAuthError, AirflowFailException):
     """The token chain is dead (refresh token reused, expired or missing): a human must authorize again."""
 
     def __init__(self, conn_id: str, detail: str, **kwargs: Any) -> None:
@@ -93,12 +97,14 @@ class ExactOnlineRateLimitExceeded(ExactOnlineError):
         self.reset_at = reset_at
 
 
-class ExactOnlineNotFound(ExactOnlineError):
-    """HTTP 404: the entity, record or endpoint does not exist."""
+class ExactOnlineNotFound(ExactOnlineError, AirflowFailException):
+    """HTTP 404: the entity, record or endpoint does not exist (not retried: Exact counts 404s toward its
+    10-errors-per-hour block; wait for a record with ExactOnlineSensor instead)."""
 
 
-class ExactOnlineBadRequest(ExactOnlineError):
-    """HTTP 400 on an API call: Exact rejected the request (bad field, filter, body)."""
+class ExactOnlineBadRequest(ExactOnlineError, AirflowFailException):
+    """HTTP 400 on an API call: Exact rejected the request (bad field, filter, body). Not retried: the
+    same request fails again, and Exact blocks the app for an hour after 10 errors per endpoint."""
 
 
 class ExactOnlineServerError(ExactOnlineError):
@@ -107,3 +113,19 @@ class ExactOnlineServerError(ExactOnlineError):
 
 class ExactOnlineResponseError(ExactOnlineError):
     """Exact answered with something that is not the JSON we expect (HTML page, truncated body)."""
+
+
+class ExactOnlineOutcomeUnknown(ExactOnlineError, AirflowFailException):
+    """A non-idempotent call (POST) failed after it may have reached Exact Online.
+
+    An ``AirflowFailException``: Airflow does not retry the task, because a retry would send the
+    call again and might create a second record. Check in Exact whether it took effect first.
+    """
+
+
+class ExactOnlineUpsertFailed(ExactOnlineError):
+    """Some records could not be written; ``report`` has the counts and the failures."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report

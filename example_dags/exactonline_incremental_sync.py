@@ -6,7 +6,9 @@
   ``sync/Deleted`` rows of that entity, and writes JSON Lines under
   ``{base}/{service}/{Entity}/division={d}/{run_id}/`` with a ``_manifest.json`` written last.
   The watermark is committed only after the output is complete, so a killed or retried task
-  never loses or duplicates a row.
+  never loses or duplicates a row. It is the Airflow Variable
+  ``exactonline_watermark__exactonline_incremental_sync.sync__exactonline_default__{service}_{Entity}__{division}``
+  (this DAG's and task's own: another export of the same entities keeps its own position).
 
 Where the files go: the Airflow Variable ``exactonline_export_path`` (e.g. ``s3://bucket/exact``;
 add ``path_conn_id="aws_default"`` for the object store's credentials), else

@@ -331,3 +331,75 @@ def test_status_json_and_exit_code(airflow_db: None, fake: FakeExactOnline, caps
     report = capsys.readouterr().out
     assert "Refresh token:     10 d 0 h old" in report and "Access token:      expired" in report
     assert "secret-1234" not in report
+
+
+# ------------------------------------------------------------------------------------------ never lose a new pair
+
+
+@pytest.fixture
+def no_token_variables(airflow_db: None) -> Iterator[None]:
+    from airflow_db import forget_exactonline_variables
+
+    forget_exactonline_variables()
+    yield
+    forget_exactonline_variables()
+
+
+def test_tokens_are_stored_before_the_division_lookup(
+    airflow_db: None, fake: FakeExactOnline, said: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact's old pair is dead once the code is exchanged: Ctrl-C during the division lookup keeps the new one."""
+    from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+
+    put_connection(host=fake.base_url, extra={"redirect_uri": PASTE_REDIRECT})
+    in_db_meanwhile: list[Any] = []
+
+    def interrupted(self: Any) -> dict[str, Any]:
+        in_db_meanwhile.append(extras().get("refresh_token"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ExactOnlineHook, "current_user", interrupted)
+    assert cli.main(["authorize", CONN], stdin=ApprovingStdin(said)) == 0
+    assert in_db_meanwhile == [fake.current_refresh_token]  # already durable when Exact was first called
+    stored = extras()
+    assert stored["refresh_token"] == fake.current_refresh_token and "division" not in stored
+    assert any("Division lookup interrupted" in line for line in said)
+
+
+def test_a_rotation_during_the_division_lookup_is_kept(
+    no_token_variables: None, said: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lookup refreshes (1 s tokens, a slow first call): the DB and --print end with the live pair."""
+    from airflow_db import get_variable
+
+    from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+
+    monkeypatch.setenv("AIRFLOW__EXACTONLINE__TOKEN_LEASE_SETTLE_SECONDS", "0.1")
+    original = ExactOnlineHook.current_user
+    slowed: list[bool] = []
+
+    def slow_first_call(self: Any) -> dict[str, Any]:
+        if not slowed:
+            slowed.append(True)
+            time.sleep(1.3)  # the 1 s access token expires: the hook must refresh
+        return original(self)
+
+    monkeypatch.setattr(ExactOnlineHook, "current_user", slow_first_call)
+    with FakeExactOnline(redirect_uris=[PASTE_REDIRECT], auto_approve=True, access_token_lifetime=1.0) as short:
+        put_connection(host=short.base_url, extra={"redirect_uri": PASTE_REDIRECT})
+        assert cli.main(["authorize", CONN], stdin=ApprovingStdin(said)) == 0
+        assert "refresh_token" in [call.grant_type for call in short.token_calls if call.outcome == "ok"]
+        stored = extras()
+        assert stored["refresh_token"] == short.current_refresh_token  # the rotated pair, not the spent one
+        assert stored["division"] == 1001
+        variable = json.loads(get_variable(f"exactonline_token__{CONN}") or "{}")
+        assert variable.get("refresh_token") == short.current_refresh_token  # both stores written, as everywhere
+
+        slowed.clear()
+        said.clear()  # ApprovingStdin approves the first URL said
+        put_connection(host=short.base_url, extra={"redirect_uri": PASTE_REDIRECT})
+        assert cli.main(["authorize", CONN, "--print", "json"], stdin=ApprovingStdin(said)) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["extra"]["refresh_token"] == short.current_refresh_token
+        assert printed["extra"]["division"] == 1001
+        assert "access_token" not in extras()  # --print never writes the DB

@@ -87,3 +87,11 @@ def test_from_task_sdk_connection_with_dict_like_extra():
     )
     config = ExactOnlineConfig.from_connection(sdk_conn)
     assert (config.conn_id, config.base_url, config.division) == ("eo_sdk", "http://127.0.0.1:9", 5)
+
+
+def test_repr_and_str_never_show_the_client_secret():
+    config = ExactOnlineConfig.from_connection(conn())
+    for text in (repr(config), str(config), f"{config}", repr([config])):
+        assert "secret-1234" not in text
+    assert "client_id='client-id'" in repr(config)  # the rest is still shown
+    assert config.client_secret == "secret-1234"

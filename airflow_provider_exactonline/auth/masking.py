@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -52,22 +53,31 @@ def mask(*secrets: Any) -> None:
                 logging.getLogger(__name__).debug("mask_secret failed", exc_info=False)
 
 
-# Values of token-bearing fields in JSON, dict reprs and form bodies, even ones we have not seen yet
-# (a token response is logged by requests_oauthlib before we can register its tokens).
-_FIELD_VALUE = re.compile(
-    r"""(?P<key>access_token|refresh_token|client_secret|\bcode)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^"'&\s,}]+)""",
-    re.IGNORECASE,
-)
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+")
+# Values of secret-bearing fields in JSON, dict reprs, form bodies and query strings, even ones we have
+# not seen yet (a token response is logged by requests_oauthlib before we can register its tokens).
+_SEP_VALUE = r"""(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^"'&\s,;}<]+)"""
+_SECRET_FIELD = re.compile(r"(?P<key>\b(?:access_token|refresh_token|client_secret|password))" + _SEP_VALUE, re.I)
+# ``code=`` is the authorization code only in OAuth redirects and token requests; in API errors it is
+# a field such as ``Code: 1001`` that the user needs to see.
+_OAUTH_FIELD = re.compile(r"(?P<key>\b(?:access_token|refresh_token|client_secret|password|code))" + _SEP_VALUE, re.I)
 
 
-def redact(text: str) -> str:
+def redact(text: str, secrets: Iterable[str | None] = (), *, oauth: bool = False) -> str:
+    """``text`` without registered or given secrets, bearer tokens and secret field values.
+
+    ``oauth=True`` (token endpoint answers, OAuth redirects, oauthlib logs) also hides ``code=`` values.
+    """
     with _known_lock:
-        known = sorted(_known, key=len, reverse=True)
-    for secret in known:
+        known = set(_known)
+    known.update(s for s in secrets if isinstance(s, str) and len(s) >= _MIN_LEN)
+    for secret in sorted(known, key=len, reverse=True):
         for variant in {secret, quote(secret, safe=""), quote_plus(secret)}:
             if variant in text:
                 text = text.replace(variant, "***")
-    return _FIELD_VALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}***", text)
+    text = _BEARER.sub(r"\1***", text)
+    pattern = _OAUTH_FIELD if oauth else _SECRET_FIELD
+    return pattern.sub(lambda m: f"{m.group('key')}{m.group('sep')}***", text)
 
 
 class RedactingFilter(logging.Filter):
@@ -78,7 +88,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:
             return True
-        redacted = redact(message)
+        redacted = redact(message, oauth=True)
         if redacted != message:
             record.msg = redacted
             record.args = None

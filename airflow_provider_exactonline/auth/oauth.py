@@ -11,16 +11,14 @@ Used by the TokenManager (refresh grant), the "Connect to Exact Online" UI plugi
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
-import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import BaseAdapter
 from requests_oauthlib import OAuth2Session
 
 from airflow_provider_exactonline.auth.masking import mask, redact
@@ -70,7 +68,7 @@ def classify_token_error(response: requests.Response, conn_id: str, grant: str) 
     if not body:
         snippet = " ".join((response.text or "").split())[:200]
         description = f"non-JSON answer: {snippet!r}" if snippet else "empty answer"
-    description = redact(description)
+    description = redact(description, oauth=True)
     exact_message = f"{error}: {description}".strip(": ")
     text = f"{error} {description} {reason or ''}".lower()
     kwargs: dict[str, Any] = {
@@ -128,9 +126,6 @@ def _raise_on_error(conn_id: str, grant: str) -> Callable[[requests.Response], r
 
 
 # --- transport -----------------------------------------------------------------------------------
-_insecure_lock = threading.Lock()
-
-
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -142,22 +137,34 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def allow_http_if_configured(url: str) -> Iterator[None]:
-    """oauthlib refuses plain http. The connection's URL is the user's explicit choice (a local fake
-    server, a test proxy), so allow it for that call only; warn when it is not a loopback address."""
+class _PlainHttpAdapter(BaseAdapter):
+    """Sends a request that oauthlib saw as ``https://host/...`` to ``http://host/...`` (see ``_for_oauthlib``)."""
+
+    def __init__(self, inner: BaseAdapter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        request.url = "http://" + str(request.url)[len("https://") :]
+        return self.inner.send(request, *args, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _for_oauthlib(oauth: OAuth2Session, url: str) -> str:
+    """``url`` as oauthlib may see it. oauthlib refuses plain http unless the process-wide
+    OAUTHLIB_INSECURE_TRANSPORT is set, which would lower the guard for every thread. The connection's
+    URL is the user's explicit choice (a local fake server, a test proxy), so for a plain-http URL we
+    give oauthlib the https spelling and route it back to http on this session only (warning when it
+    is not a loopback address)."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or os.environ.get("OAUTHLIB_INSECURE_TRANSPORT"):
-        yield
-        return
+    if parts.scheme != "http":
+        return url
     if not _is_loopback(parts.hostname):
         log.warning("Exact Online URL %s is plain http; tokens travel unencrypted", f"{parts.scheme}://{parts.netloc}")
-    with _insecure_lock:
-        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-        try:
-            yield
-        finally:
-            os.environ.pop("OAUTHLIB_INSECURE_TRANSPORT", None)
+    oauth.mount(f"https://{parts.netloc}/", _PlainHttpAdapter(oauth.get_adapter(url)))
+    return "https" + url[len("http") :]
 
 
 def new_oauth_session(
@@ -196,9 +203,29 @@ def _redirect_uri(config: Any, redirect_uri: str | None) -> str:
 def authorization_url(config: Any, state: str, redirect_uri: str | None = None, force_login: bool = False) -> str:
     """The URL to send the user to: ``{base}/api/oauth2/auth?client_id&redirect_uri&response_type=code&state``."""
     oauth = new_oauth_session(config, redirect_uri=_redirect_uri(config, redirect_uri), state=state)
-    with allow_http_if_configured(config.auth_url):
-        url, _state = oauth.authorization_url(config.auth_url, force_login="1" if force_login else "0")
-    return str(url)
+    seen = _for_oauthlib(oauth, config.auth_url)
+    url, _state = oauth.authorization_url(seen, force_login="1" if force_login else "0")
+    return config.auth_url + str(url)[len(seen) :]
+
+
+def _request_token(
+    config: Any, oauth: OAuth2Session, grant: str, clock: Clock, call: Callable[[str], Any]
+) -> TokenState:
+    """One token-endpoint call, ``call(token_url)``: error answers classified, the new pair masked."""
+    hook = "access_token_response" if grant == "code exchange" else "refresh_token_response"
+    oauth.register_compliance_hook(hook, _raise_on_error(config.conn_id, grant))
+    try:
+        token = call(_for_oauthlib(oauth, config.token_url))
+    except (ExactOnlineError, requests.RequestException):
+        raise
+    except Exception as err:  # oauthlib parsing errors on a 2xx answer
+        raise ExactOnlineAuthError(
+            f"Exact's answer to the {grant} for connection {config.conn_id!r} is not a token: "
+            f"{redact(str(err), oauth=True)[:200]}"
+        ) from None
+    state = TokenState.from_token_response(dict(token), clock.time())
+    mask(state.access_token, state.refresh_token)
+    return state
 
 
 def exchange_code(
@@ -213,30 +240,24 @@ def exchange_code(
     """Trade an authorization code for the first token pair. Errors -> ExactOnlineAuthError with Exact's message."""
     mask(config.client_secret, code)
     oauth = new_oauth_session(config, redirect_uri=_redirect_uri(config, redirect_uri), base_session=session)
-    oauth.register_compliance_hook("access_token_response", _raise_on_error(config.conn_id, "code exchange"))
-    with allow_http_if_configured(config.token_url):
-        try:
-            token = oauth.fetch_token(
-                config.token_url,
+    try:
+        return _request_token(
+            config,
+            oauth,
+            "code exchange",
+            clock,
+            lambda url: oauth.fetch_token(
+                url,
                 code=code,
                 client_secret=config.client_secret,
                 include_client_id=True,
                 timeout=(CONNECT_TIMEOUT, timeout),
-            )
-        except ExactOnlineError:
-            raise
-        except requests.RequestException as err:
-            raise ExactOnlineAuthError(
-                f"Could not reach Exact's token endpoint for connection {config.conn_id!r}: {type(err).__name__}"
-            ) from None
-        except Exception as err:  # oauthlib parsing errors
-            raise ExactOnlineAuthError(
-                f"Exact's answer to the code exchange for connection {config.conn_id!r} is not a token: "
-                f"{redact(str(err))[:200]}"
-            ) from None
-    state = TokenState.from_token_response(dict(token), clock.time())
-    mask(state.access_token, state.refresh_token)
-    return state
+            ),
+        )
+    except requests.RequestException as err:
+        raise ExactOnlineAuthError(
+            f"Could not reach Exact's token endpoint for connection {config.conn_id!r}: {type(err).__name__}"
+        ) from None
 
 
 def refresh_grant(
@@ -252,25 +273,17 @@ def refresh_grant(
     oauth = new_oauth_session(
         config, token={"refresh_token": refresh_token, "token_type": "bearer"}, base_session=session
     )
-    oauth.register_compliance_hook("refresh_token_response", _raise_on_error(config.conn_id, "token refresh"))
-    with allow_http_if_configured(config.token_url):
-        try:
-            token = oauth.refresh_token(
-                config.token_url,
-                refresh_token=refresh_token,
-                client_id=config.client_id,
-                client_secret=config.client_secret,
-                include_client_id=True,
-                timeout=(CONNECT_TIMEOUT, timeout),
-            )
-        except (ExactOnlineError, requests.RequestException):
-            raise
-        except Exception as err:  # oauthlib parsing errors on a 2xx answer
-            raise ExactOnlineAuthError(
-                f"Exact's answer to the token refresh for connection {config.conn_id!r} is not a token: "
-                f"{redact(str(err))[:200]}"
-            ) from None
-    now = clock.time()
-    state = TokenState.from_token_response(dict(token), now)
-    mask(state.access_token, state.refresh_token)
-    return state
+    return _request_token(
+        config,
+        oauth,
+        "token refresh",
+        clock,
+        lambda url: oauth.refresh_token(
+            url,
+            refresh_token=refresh_token,
+            client_id=config.client_id,
+            client_secret=config.client_secret,
+            include_client_id=True,
+            timeout=(CONNECT_TIMEOUT, timeout),
+        ),
+    )

@@ -22,34 +22,24 @@ from typing import Any
 
 import requests
 import tenacity
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from airflow_provider_exactonline.auth import oauth
 from airflow_provider_exactonline.auth.masking import mask
-from airflow_provider_exactonline.auth.token_state import TokenState
+from airflow_provider_exactonline.auth.token_state import DEFAULT_WINDOW_SAFETY, TokenState
 from airflow_provider_exactonline.auth.token_stores import StoreStateChanged, _conf_float, default_stores, is_read_only
 from airflow_provider_exactonline.clock import SYSTEM_CLOCK, Clock
-from airflow_provider_exactonline.exceptions import ExactOnlineAuthError, ExactOnlineReauthorizationRequired
+from airflow_provider_exactonline.exceptions import (
+    ExactOnlineAuthError,
+    ExactOnlineConfigError,
+    ExactOnlineReauthorizationRequired,
+)
+from airflow_provider_exactonline.transport import never_reached_server
 
 log = logging.getLogger(__name__)
 
 
-def never_reached_server(error: BaseException) -> bool:
-    """True only for failures before the request was sent (refused, DNS, connect timeout).
-
-    A read timeout or a dropped connection after sending may have rotated the pair on Exact's side,
-    so those are never retried: re-sending the old refresh token would kill the chain.
-    """
-    if isinstance(error, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(error, requests.exceptions.ConnectionError) and not isinstance(
-        error, requests.exceptions.ReadTimeout
-    ):
-        reason: Any = error.args[0] if error.args else None
-        if isinstance(reason, MaxRetryError):
-            reason = reason.reason
-        return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
-    return False
+#: In every ExactOnlineReauthorizationRequired message, so also in a ``last_error`` it left in the stores.
+REAUTHORIZATION_MARK = "must be re-authorized"
 
 
 class TokenManager:
@@ -68,7 +58,7 @@ class TokenManager:
         clock: Clock = SYSTEM_CLOCK,
         session: requests.Session | None = None,
         token_timeout: float = oauth.DEFAULT_TOKEN_TIMEOUT,
-        window_safety: float = 0.8,
+        window_safety: float = DEFAULT_WINDOW_SAFETY,
         reuse_poll_seconds: float | None = None,
         connect_retries: int = 3,
         connect_retry_wait: float = 1.0,
@@ -103,6 +93,11 @@ class TokenManager:
     @property
     def conn_id(self) -> str:
         return str(self.config.conn_id)
+
+    def reload(self) -> TokenState | None:
+        """Re-read every store: the newest state, or None when the connection was never authorized."""
+        with self._lock:
+            return self._reload()
 
     def access_token(self) -> str:
         """A valid access token; refreshes only when missing, expired or inside the refresh window."""
@@ -185,13 +180,22 @@ class TokenManager:
 
     def _refresh_under_locks(self) -> TokenState:
         writable = self._writable()
+        if not writable:
+            names = ", ".join(str(getattr(store, "name", store)) for store in self.stores) or "none"
+            raise ExactOnlineConfigError(
+                f"Connection {self.conn_id!r}: no writable token store (stores: {names}), so the pair a refresh "
+                f"returns could not be saved and Exact's single-use refresh token would be lost with this process. "
+                f"Pass a token_store that can save (read_only = False), or leave token_store unset."
+            )
         with contextlib.ExitStack() as locks:
             state = self._state
+            self._raise_if_refused_before(state)
             for store in writable:
                 locks.enter_context(store.lock())
                 state = self._reload()  # someone may have refreshed while we waited
                 if self._usable(state, self.clock.time()):
                     return state  # type: ignore[return-value]
+                self._raise_if_refused_before(state)
             if state is None or not state.refresh_token:
                 raise ExactOnlineReauthorizationRequired(self.conn_id, "there is no refresh token (never authorized?)")
             try:
@@ -215,6 +219,16 @@ class TokenManager:
             self._state = new
             self._persist(new, writable)
             return new
+
+    def _raise_if_refused_before(self, state: TokenState | None) -> None:
+        """The stores say Exact already refused this pair's refresh token for good (``last_error``, written
+        by whoever tried): raise without spending another call of the 200 a day on a dead chain. A new
+        authorization saves new tokens without ``last_error``, so it is never blocked by this."""
+        if state is not None and state.last_error and REAUTHORIZATION_MARK in state.last_error:
+            raise ExactOnlineReauthorizationRequired(
+                self.conn_id,
+                "Exact already refused this connection's refresh token (see last_refresh_error); it is not sent again",
+            )
 
     def _call_refresh(self, state: TokenState) -> TokenState:
         refresh_token = state.refresh_token

@@ -19,6 +19,9 @@ TOKEN_EXTRA_KEYS = (EXTRA_ACCESS_TOKEN, EXTRA_REFRESH_TOKEN, EXTRA_EXPIRES_AT, E
 #: Exact's access tokens live 600 s; a new one may be requested only in the last 30 s.
 EXACT_TOKEN_LIFETIME = 600.0
 EXACT_REFRESH_WINDOW = 30.0
+#: Share of Exact's window we use: refresh at >= 585 s of a 600 s token, 15 s after Exact allows it
+#: (570 s), a margin for clock skew between hosts (``obtained_at`` may come from another host's clock).
+DEFAULT_WINDOW_SAFETY = 0.5
 
 
 def _float(value: Any, default: float = 0.0) -> float:
@@ -126,7 +129,7 @@ class TokenState:
         life = self.expires_at - self.obtained_at
         return life if life > 0 else EXACT_TOKEN_LIFETIME
 
-    def refresh_window(self, safety: float = 0.8) -> float:
+    def refresh_window(self, safety: float = DEFAULT_WINDOW_SAFETY) -> float:
         """Seconds before expiry in which we may refresh.
 
         Exact allows a refresh only in the last 30 s of a 600 s token. The window scales with the
@@ -138,7 +141,7 @@ class TokenState:
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at
 
-    def needs_refresh(self, now: float, safety: float = 0.8) -> bool:
+    def needs_refresh(self, now: float, safety: float = DEFAULT_WINDOW_SAFETY) -> bool:
         """Missing access token, expired, or inside the refresh window."""
         if not self.access_token:
             return True

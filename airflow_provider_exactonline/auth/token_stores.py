@@ -201,9 +201,15 @@ class ConnectionExtrasTokenStore:
             self.save(state)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        if getattr(self._local, "session", None) is not None:
-            raise RuntimeError("ConnectionExtrasTokenStore.lock() is not re-entrant")
+    def locked_row(self) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(session, row)``: the ORM ``Connection`` row (None when it is not in the DB) locked for
+        update in a transaction of its own, committed on a clean exit and rolled back on an exception.
+
+        The one row lock for everything that writes this connection's extras (tokens, the UI's pending
+        OAuth states, the division): ``SELECT ... FOR UPDATE`` with PostgreSQL ``lock_timeout`` / MySQL
+        ``innodb_lock_wait_timeout`` set to ``lock_timeout``; on SQLite an ``flock`` on a file beside the DB.
+        Waiting longer raises :class:`ExactOnlineAuthError` instead of hanging.
+        """
         Session = self._session_factory()
         session = Session()
         file_lock: Any = None
@@ -226,6 +232,21 @@ class ConnectionExtrasTokenStore:
                         f"seems stuck)"
                     ) from err
                 raise
+            yield session, conn
+            session.commit()
+        except BaseException:
+            session.rollback()  # a no-op after lock() committed a saved pair
+            raise
+        finally:
+            if file_lock is not None:
+                file_lock.release()
+            session.close()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        if getattr(self._local, "session", None) is not None:
+            raise RuntimeError("ConnectionExtrasTokenStore.lock() is not re-entrant")
+        with self.locked_row() as (session, conn):
             if conn is None:
                 raise ExactOnlineConfigError(
                     f"Connection {self.conn_id!r} is not in the metadata DB, so its extras cannot hold tokens"
@@ -238,16 +259,10 @@ class ConnectionExtrasTokenStore:
                 # Never roll back a token pair we already received and saved: the old one is dead.
                 if self._local.saved:
                     session.commit()
-                else:
-                    session.rollback()
                 raise
-            session.commit()
-        finally:
-            self._local.session = None
-            self._local.saved = False
-            if file_lock is not None:
-                file_lock.release()
-            session.close()
+            finally:
+                self._local.session = None
+                self._local.saved = False
 
 
 def _text(sql: str) -> Any:
@@ -279,7 +294,10 @@ class _SqliteFileLock:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise ExactOnlineAuthError(f"could not take the token lock file {self.path}") from None
+                    raise ExactOnlineAuthError(
+                        f"could not take the token lock file {self.path} within {self.timeout:.0f} s (another "
+                        f"process is refreshing the Exact Online token or writing the connection, and seems stuck)"
+                    ) from None
                 time.sleep(0.05)
 
     def release(self) -> None:
@@ -292,50 +310,34 @@ class _SqliteFileLock:
 
 
 # ------------------------------------------------------------------------------------------------
-class _TaskSdkVariables:
-    """Variables through the Task SDK supervisor (workers, triggerers, dag.test)."""
+class _Variables:
+    """Airflow Variables read fresh, bypassing ``[secrets] use_cache`` (we need the latest value):
+    through the Task SDK in workers, triggerers and ``dag.test()``, through the ORM elsewhere
+    (api-server, scheduler, CLI, scripts)."""
 
-    @staticmethod
-    def get(key: str) -> str | None:
-        from airflow.sdk import Variable
+    def __init__(self, model: Any) -> None:
+        self.model = model
 
-        with contextlib.suppress(Exception):  # bypass [secrets] use_cache: we need the latest value
+    def get(self, key: str) -> str | None:
+        with contextlib.suppress(Exception):
             from airflow.sdk.execution_time.cache import SecretCache
 
             SecretCache.invalidate_variable(key)
-        value = Variable.get(key, default=None)
+        value = self.model.get(key, None)  # the default: ``default`` (Task SDK) / ``default_var`` (ORM)
         return None if value is None else str(value)
 
-    @staticmethod
-    def set(key: str, value: str) -> None:
-        from airflow.sdk import Variable
-
-        Variable.set(key, value, description="Written by airflow-provider-exactonline; do not edit.")
+    def set(self, key: str, value: str) -> None:
+        self.model.set(key, value, description="Written by airflow-provider-exactonline; do not edit.")
 
 
-class _OrmVariables:
-    """Variables through the ORM (api-server, scheduler, CLI, scripts)."""
+def _variables() -> _Variables:
+    if process_context.process_kind() == process_context.TASK_SDK:
+        from airflow.sdk import Variable as SdkVariable
 
-    @staticmethod
-    def get(key: str) -> str | None:
-        from airflow.models import Variable
+        return _Variables(SdkVariable)
+    from airflow.models import Variable as OrmVariable
 
-        with contextlib.suppress(Exception):
-            from airflow.sdk import SecretCache
-
-            SecretCache.invalidate_variable(key)
-        value = Variable.get(key, default_var=None)
-        return None if value is None else str(value)
-
-    @staticmethod
-    def set(key: str, value: str) -> None:
-        from airflow.models import Variable
-
-        Variable.set(key, value, description="Written by airflow-provider-exactonline; do not edit.")
-
-
-def _variables() -> Any:
-    return _TaskSdkVariables if process_context.process_kind() == process_context.TASK_SDK else _OrmVariables
+    return _Variables(OrmVariable)
 
 
 class VariableTokenStore:

@@ -26,17 +26,17 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 import tenacity
 from airflow.sdk import BaseHook
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from airflow_provider_exactonline import __version__, odata
+from airflow_provider_exactonline.auth.masking import mask, redact
 from airflow_provider_exactonline.clock import SYSTEM_CLOCK, Clock
-from airflow_provider_exactonline.config import DEFAULT_CONN_ID, ExactOnlineConfig, base_url_from_host, extras_of
+from airflow_provider_exactonline.config import DEFAULT_CONN_ID, ExactOnlineConfig, extras_of
 from airflow_provider_exactonline.exceptions import (
     ExactOnlineAuthError,
     ExactOnlineBadRequest,
@@ -48,6 +48,10 @@ from airflow_provider_exactonline.exceptions import (
     ExactOnlineServerError,
 )
 from airflow_provider_exactonline.ratelimit import RateLimitState
+from airflow_provider_exactonline.transport import never_reached_server
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +63,8 @@ MAX_429_RETRIES = 3
 SNIPPET_LENGTH = 200
 
 _QUERY_SAFE = "$,'()/:*"
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+")
-_SECRET_FIELD_RE = re.compile(
-    r"(?i)((?:access_token|refresh_token|client_secret|password|code)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,;}<]+"
-)
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove bearer tokens, ``*_token=``/``client_secret=`` values and the given secrets from ``text``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _BEARER_RE.sub(r"\1***", text)
-    return _SECRET_FIELD_RE.sub(r"\1***", text)
 
 
 def snippet(text: str, secrets: Iterable[str | None] = (), length: int = SNIPPET_LENGTH) -> str:
@@ -89,6 +80,22 @@ def _select_list(select: str | Iterable[str] | None) -> list[str] | None:
     items = select.split(",") if isinstance(select, str) else list(select)
     fields = [str(item).strip() for item in items if str(item).strip()]
     return fields or None
+
+
+class QueryOptions(TypedDict, total=False):
+    """OData options of the collection calls (see :meth:`ExactOnlineHook.iter_pages`)."""
+
+    select: str | Iterable[str] | None
+    filter: str | None
+    top: int | None
+    orderby: str | None
+    skip: int | None
+
+
+class PageOptions(QueryOptions, total=False):
+    """:class:`QueryOptions` and the division to read from."""
+
+    division: int | None
 
 
 class _Transient(Exception):
@@ -143,8 +150,6 @@ class ExactOnlineHook(BaseHook):
         self.backoff_max = backoff_max
         self._rate_limit = RateLimitState()
         self._api_calls = 0
-        self._masked: set[str] = set()
-        self._last_token: str | None = None
         self._token_conn_id: str | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -156,7 +161,7 @@ class ExactOnlineHook(BaseHook):
     @cached_property
     def config(self) -> ExactOnlineConfig:
         config = ExactOnlineConfig.from_connection(self.connection)
-        self._mask(config.client_secret)
+        mask(config.client_secret)
         return config
 
     @cached_property
@@ -197,23 +202,6 @@ class ExactOnlineHook(BaseHook):
     def api_calls(self) -> int:
         """HTTP calls this hook made to the API (not counting the token endpoint)."""
         return self._api_calls
-
-    def _mask(self, secret: str | None) -> None:
-        if not secret or secret in self._masked:
-            return
-        self._masked.add(secret)
-        try:
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(secret)
-        except Exception:  # pragma: no cover - masking must never break a call
-            log.debug("mask_secret unavailable", exc_info=False)
-
-    def _secrets(self) -> list[str | None]:
-        secrets: list[str | None] = [self._last_token]
-        if "config" in self.__dict__:
-            secrets.append(self.config.client_secret)
-        return secrets
 
     # ------------------------------------------------------------------ HTTP core
 
@@ -320,8 +308,7 @@ class ExactOnlineHook(BaseHook):
         while True:
             self._respect_rate_limits()
             token = self.token_manager.access_token()
-            self._mask(token)
-            self._last_token = token
+            mask(token)
             started = time.monotonic()
             try:
                 response = self.session.request(
@@ -379,8 +366,8 @@ class ExactOnlineHook(BaseHook):
             return response
 
     def _transport_error(self, method: str, url: str, err: requests.RequestException) -> Exception:
-        never_sent = _surely_not_sent(err)
-        detail = redact(f"{type(err).__name__}: {err}", self._secrets())[:300]
+        never_sent = never_reached_server(err)
+        detail = redact(f"{type(err).__name__}: {err}")[:300]
         if method in IDEMPOTENT_METHODS or never_sent:
             return _Transient(
                 ExactOnlineServerError(
@@ -399,13 +386,13 @@ class ExactOnlineHook(BaseHook):
         exact_message = _exact_message(response)
         where = f"{method} {_loggable(url)}"
         if exact_message is not None:
-            detail = redact(exact_message, self._secrets())
+            detail = redact(exact_message)
         else:
-            body = snippet(response.text, self._secrets()) if response.content else ""
+            body = snippet(response.text) if response.content else ""
             detail = f"body: {body!r}" if body else "empty body"
         message = f"Exact Online answered HTTP {status} to {where}: {detail}"
         if reason:
-            message += f" (Reason: {redact(reason, self._secrets())})"
+            message += f" (Reason: {redact(reason)})"
         kwargs: dict[str, Any] = {
             "status_code": status,
             "exact_message": exact_message,
@@ -446,7 +433,7 @@ class ExactOnlineHook(BaseHook):
             kind = response.headers.get("Content-Type", "no content type")
             raise ExactOnlineResponseError(
                 f"Exact Online answered {method} {_loggable(url)} with HTTP {response.status_code} and a body "
-                f"that is not JSON ({kind}): {snippet(response.text, self._secrets())!r}",
+                f"that is not JSON ({kind}): {snippet(response.text)!r}",
                 status_code=response.status_code,
                 reason=response.headers.get("Reason") or None,
                 url=_loggable(url),
@@ -457,7 +444,7 @@ class ExactOnlineHook(BaseHook):
         if not isinstance(payload, dict) or "d" not in payload:
             raise ExactOnlineResponseError(
                 f"Exact Online answered {method} {_loggable(url)} with JSON that has no 'd' member: "
-                f"{snippet(str(payload), self._secrets())!r}",
+                f"{snippet(str(payload))!r}",
                 status_code=response.status_code,
                 url=_loggable(url),
             )
@@ -490,24 +477,16 @@ class ExactOnlineHook(BaseHook):
             self.config.api_url(path, None)  # raises the "no division" configuration error
         return f"{self.config.base_url}{url_path}"
 
-    def _query(
-        self,
-        spec: Any,
-        variant: str,
-        *,
-        select: str | Iterable[str] | None = None,
-        filter: str | None = None,
-        top: int | None = None,
-        orderby: str | None = None,
-        skip: int | None = None,
-    ) -> dict[str, Any]:
+    def _query(self, spec: Any, variant: str, **options: Unpack[QueryOptions]) -> dict[str, Any]:
         """OData options, checked against the catalog before any HTTP call.
 
         With a catalog entity, ``select=None`` or ``"*"`` becomes every field where Exact demands a
         ``$select`` (bulk, sync, a few standard endpoints) and no ``$select`` elsewhere; field names
         in ``$select``/``$filter``/``$orderby`` are checked and put in the catalog's spelling.
         """
-        fields = _select_list(select)
+        fields = _select_list(options.get("select"))
+        filter, orderby = options.get("filter"), options.get("orderby")
+        top, skip = options.get("top"), options.get("skip")
         if spec is not None:
             fields = list(spec.expand_select(fields, variant)) or None
             if filter:
@@ -560,8 +539,7 @@ class ExactOnlineHook(BaseHook):
                 results, next_url = d["results"], d.get("__next") or None
             else:
                 raise ExactOnlineResponseError(
-                    f"Exact Online answered GET {path} with 'd' that is not a collection: "
-                    f"{snippet(str(d), self._secrets())!r}"
+                    f"Exact Online answered GET {path} with 'd' that is not a collection: {snippet(str(d))!r}"
                 )
             del d
             if remaining is not None:
@@ -573,25 +551,15 @@ class ExactOnlineHook(BaseHook):
                 return
 
     def iter_records(
-        self,
-        entity: str,
-        *,
-        select: str | Iterable[str] | None = None,
-        filter: str | None = None,
-        top: int | None = None,
-        orderby: str | None = None,
-        skip: int | None = None,
-        division: int | None = None,
-        convert_dates: bool = False,
+        self, entity: str, *, convert_dates: bool = False, **options: Unpack[PageOptions]
     ) -> Iterator[dict[str, Any]]:
-        """Yield records one by one (see :meth:`iter_pages`).
+        """Yield records one by one; ``options`` are those of :meth:`iter_pages` (``select``, ``filter``,
+        ``top``, ``orderby``, ``skip``, ``division``).
 
         Values are as Exact sent them, so exports are lossless; ``convert_dates=True`` turns
         ``/Date(ms)/`` strings into pendulum datetimes in :attr:`timezone`.
         """
-        pages = self.iter_pages(
-            entity, select=select, filter=filter, top=top, orderby=orderby, skip=skip, division=division
-        )
+        pages = self.iter_pages(entity, **options)
         return self._records(pages, self.timezone if convert_dates else None)
 
     @staticmethod
@@ -675,8 +643,7 @@ class ExactOnlineHook(BaseHook):
             return int(value)
         except (TypeError, ValueError):
             raise ExactOnlineResponseError(
-                f"Exact Online answered GET {_loggable(url)} with a count that is not a number: "
-                f"{snippet(text, self._secrets())!r}",
+                f"Exact Online answered GET {_loggable(url)} with a count that is not a number: {snippet(text)!r}",
                 status_code=response.status_code,
                 url=_loggable(url),
             ) from None
@@ -705,57 +672,61 @@ class ExactOnlineHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Airflow's Test button: call ``current/Me``. A token rotation it causes is persisted by the
         token manager before this returns, into the stores of the *stored* connection (see
-        :meth:`_original_conn_id`), so testing never strands the connection on a spent refresh token."""
+        :meth:`_original_conn_id`), so testing never strands the connection on a spent refresh token.
+        A connection without tokens is reported as not authorized, without any call to Exact."""
         try:
+            copy = False
             if "token_manager" not in self.__dict__ and self._token_store is None:
-                self._token_conn_id = self._original_conn_id()
+                copy, self._token_conn_id = self._test_copy_origin()
+            if self.token_manager.reload() is None:
+                target = self._token_conn_id or ("<connection id>" if copy else self.exactonline_conn_id)
+                return False, (
+                    f"not authorized yet: connect it at /exactonline or run `airflow-exactonline authorize {target}`"
+                )
             me = self.current_user()
         except Exception as err:
-            return False, redact(str(err), self._secrets())
+            return False, redact(str(err))
         name = me.get("FullName") or me.get("UserName") or "unknown user"
         return True, f"Connected to {self.config.base_url} as {name} (current division {me.get('CurrentDivision')})"
 
     def _original_conn_id(self) -> str | None:
-        """The stored connection that the api-server's Test button copied to a throw-away conn_id.
+        """The stored connection that the api-server's Test button copied to a throw-away conn_id (see
+        :meth:`_test_copy_origin`), or None."""
+        return self._test_copy_origin()[1]
+
+    def _test_copy_origin(self) -> tuple[bool, str | None]:
+        """(is this hook's connection a Test-button copy, the stored connection it was copied from).
 
         ``POST /api/v2/connections/test`` exports the form (merged with the stored connection) as
         ``AIRFLOW_CONN_<random>`` and builds the hook with that random id. A refresh would then rotate
         the pair but persist it under the random id, killing the stored refresh token. So when our
         conn_id exists only in an env var and the metadata DB has exactly one ``exactonline``
-        connection with the same refresh token (else the same host and client id), use that one's
-        token stores. Only in processes that may use the ORM (the api-server); never raises.
+        connection with the same refresh token, use that one's token stores. Without a refresh token
+        in the form there is no match: borrowing another connection's tokens would report a connection
+        that was never authorized as working. Only in processes that may use the ORM (the api-server);
+        never raises.
         """
         conn_id = self.exactonline_conn_id
         if f"AIRFLOW_CONN_{conn_id.upper()}" not in os.environ:
-            return None
+            return False, None
         try:
             from airflow_provider_exactonline.auth import process_context
 
             if process_context.process_kind() != process_context.ORM:
-                return None
+                return False, None
             from airflow.models import Connection
             from airflow.utils.session import create_session
 
             ours = extras_of(self.connection).get("refresh_token")
             with create_session() as session:
                 if session.query(Connection.id).filter(Connection.conn_id == conn_id).first() is not None:
-                    return None
+                    return False, None
                 rows = session.query(Connection).filter(Connection.conn_type == self.conn_type).all()
-                candidates = [(row.conn_id, row.host, row.login, row.extra_dejson) for row in rows]
+                same_token = [row.conn_id for row in rows if ours and row.extra_dejson.get("refresh_token") == ours]
         except Exception as err:
             self.log.debug("Could not look up the stored connection behind %s: %s", conn_id, type(err).__name__)
-            return None
-        same_token = [cid for cid, _h, _l, extra in candidates if ours and extra.get("refresh_token") == ours]
-        if len(same_token) == 1:
-            return same_token[0]
-        same_app = []
-        for cid, host, login, _extra in candidates:
-            try:
-                if base_url_from_host(host, cid) == self.config.base_url and (login or "") == self.config.client_id:
-                    same_app.append(cid)
-            except ExactOnlineConfigError:
-                continue
-        return same_app[0] if len(same_app) == 1 else None
+            return False, None
+        return True, same_token[0] if len(same_token) == 1 else None
 
 
 def _exact_message(response: requests.Response) -> str | None:
@@ -777,19 +748,6 @@ def _exact_message(response: requests.Response) -> str | None:
     if isinstance(payload.get("error_description"), str):
         return str(payload["error_description"])
     return None
-
-
-def _surely_not_sent(err: requests.RequestException) -> bool:
-    """True when the connection failed before any byte of the request could reach the server."""
-    if isinstance(err, requests.ConnectTimeout):
-        return True
-    if not isinstance(err, requests.ConnectionError) or isinstance(err, requests.exceptions.SSLError):
-        return False
-    reason: Any = err.args[0] if err.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
-    # urllib3 2.x: NewConnectionError (refused, DNS) is a ConnectTimeoutError subclass.
-    return isinstance(reason, ConnectTimeoutError)
 
 
 def _loggable(url: str) -> str:

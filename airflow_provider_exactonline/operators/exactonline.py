@@ -20,16 +20,31 @@ from airflow_provider_exactonline.exceptions import (
     ExactOnlineAuthError,
     ExactOnlineConfigError,
     ExactOnlineError,
+    ExactOnlineOutcomeUnknown,
     ExactOnlineRateLimitExceeded,
+    ExactOnlineServerError,
+    ExactOnlineUpsertFailed,
 )
 from airflow_provider_exactonline.operators.export import DivisionExport, entity_label, safe_run_name
-from airflow_provider_exactonline.operators.watermark import VariableWatermarkStore, WatermarkStore
+from airflow_provider_exactonline.operators.watermark import (
+    VariableWatermarkStore,
+    WatermarkStore,
+    default_watermark_id,
+)
 from airflow_provider_exactonline.operators.writers import check_format, dumps
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+
+__all__ = [
+    "ExactOnlineDivisionsOperator",
+    "ExactOnlineOperator",
+    "ExactOnlineToObjectStorageOperator",
+    "ExactOnlineUpsertFailed",  # defined in exceptions.py; importable from here too
+    "ExactOnlineUpsertOperator",
+]
 
 ASSET_SCHEME = "x-exactonline"
 DEFAULT_EXPORT_DIRNAME = "exactonline-exports"
@@ -118,6 +133,13 @@ def list_divisions(hook: Any, *, include_blocked: bool = False) -> list[int]:
     return numbers
 
 
+def parse_division(value: Any) -> int | None:
+    """A templated ``division`` (``1001``, ``"1001"``, ``""``, None) -> int, or None for "the connection's"."""
+    if value in (None, ""):
+        return None
+    return int(str(value))
+
+
 def _try_number(context: Mapping[str, Any]) -> int:
     ti = context.get("ti") or context.get("task_instance")
     try:
@@ -144,10 +166,21 @@ class _ExactOnlineBase(BaseOperator):
         return ExactOnlineHook(self.exactonline_conn_id, **self.hook_params)
 
 
+class _DivisionOperatorBase(_ExactOnlineBase):
+    """An operator that calls one division: ``division`` (templated) or the connection's."""
+
+    def __init__(self, *, division: int | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.division = division
+
+    def _division(self) -> int | None:
+        return parse_division(self.division)
+
+
 # ---------------------------------------------------------------------------------------------- generic call
 
 
-class ExactOnlineOperator(_ExactOnlineBase):
+class ExactOnlineOperator(_DivisionOperatorBase):
     """Call any Exact Online endpoint.
 
     The answer's JSON (``d`` unwrapped) is returned to XCom when it is at most ``max_xcom_bytes``;
@@ -181,21 +214,15 @@ class ExactOnlineOperator(_ExactOnlineBase):
         output_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(division=division, **kwargs)
         self.endpoint = endpoint
         self.method = method
         self.query = query
         self.body = body
-        self.division = division
         self.paginate = paginate
         self.max_xcom_bytes = max_xcom_bytes
         self.output_path = output_path
         self.output_conn_id = output_conn_id
-
-    def _division(self) -> int | None:
-        if self.division in (None, ""):
-            return None
-        return int(str(self.division))
 
     def _path_for(self, context: Context) -> str:
         endpoint = str(self.endpoint)
@@ -212,6 +239,8 @@ class ExactOnlineOperator(_ExactOnlineBase):
         return endpoint
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_exactonline.hooks.exactonline import IDEMPOTENT_METHODS
+
         method = str(self.method).upper()
         params: Any = self.query
         if isinstance(params, str) and params.strip().startswith("{"):
@@ -235,13 +264,42 @@ class ExactOnlineOperator(_ExactOnlineBase):
                 else:
                     result.extend(d if isinstance(d, list) else [d])
                     url = None
-        else:
+            return self._deliver(context, method, path, result)
+        if method in IDEMPOTENT_METHODS:
             response = hook.request(method, path, params=params, json=body, division=division)
-            result = None
-            if response.content:
-                payload = response.json()
-                result = payload.get("d", payload) if isinstance(payload, dict) else payload
-        self.log.info("Exact Online %s %s: %s API call(s)", method, path, hook.api_calls)
+            return self._deliver(context, method, path, self._payload(response))
+        # POST (and any other non-idempotent method): the hook never re-sends it once it may have
+        # reached Exact, and neither may Airflow's task retries: such failures fail the task for good.
+        again = f"Airflow does not retry this task: a retry would send the {method} again and could create a duplicate"
+        try:
+            response = hook.request(method, path, params=params, json=body, division=division)
+        except ExactOnlineServerError as err:
+            raise ExactOnlineOutcomeUnknown(
+                f"{err} {again}. Check in Exact Online whether the {method} took effect before running the task again.",
+                status_code=err.status_code,
+                exact_message=err.exact_message,
+                reason=err.reason,
+                url=err.url,
+            ) from err
+        try:
+            return self._deliver(context, method, path, self._payload(response))
+        except Exception as err:
+            raise ExactOnlineOutcomeUnknown(
+                f"Exact Online accepted {method} {path} (HTTP {response.status_code}), but handling its answer "
+                f"failed: {err}. {again}: the {method} took effect in Exact.",
+                status_code=response.status_code,
+            ) from err
+
+    @staticmethod
+    def _payload(response: Any) -> Any:
+        if not response.content:
+            return None
+        payload = response.json()
+        return payload.get("d", payload) if isinstance(payload, dict) else payload
+
+    def _deliver(self, context: Context, method: str, path: str, result: Any) -> Any:
+        """``result`` itself when small enough for XCom, else written to storage and its path."""
+        self.log.info("Exact Online %s %s: %s API call(s)", method, path, self.hook.api_calls)
         encoded = dumps(result).encode("utf-8")
         if len(encoded) <= self.max_xcom_bytes:
             return result
@@ -327,6 +385,9 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
     :param rows_per_part: rows per part file.
     :param convert_dates: write ``/Date(ms)/`` values as ISO 8601 (in the connection's time zone).
     :param watermark_store: where watermarks live (default: Airflow Variables, see ``watermark.py``).
+    :param watermark_id: whose position this export keeps (templated; default ``{dag_id}.{task_id}``,
+        so other exports of the same entity keep their own). Give two tasks the same id only to
+        share one position on purpose.
     """
 
     template_fields: Sequence[str] = (
@@ -338,6 +399,7 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
         "filter",
         "reset_watermark",
         "run_name",
+        "watermark_id",
     )
     ui_color = "#d7ecfb"
 
@@ -359,6 +421,7 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
         convert_dates: bool = False,
         run_name: str | None = None,
         watermark_store: WatermarkStore | None = None,
+        watermark_id: str | None = None,
         exactonline_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -384,6 +447,7 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
         self.convert_dates = convert_dates
         self.run_name = run_name
         self.watermark_store = watermark_store
+        self.watermark_id = watermark_id
         self._lineage: dict[str, Any] = {}
 
     @staticmethod
@@ -429,9 +493,12 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
         base = to_storage_path(self.path or default_base_path(), self.path_conn_id)
         run_id = str(context.get("run_id") or "manual")
         run_name = safe_run_name(self.run_name or run_id)
-        store = self.watermark_store or VariableWatermarkStore()
         hook = self.hook
         divisions = self._divisions()
+        same_named = ("select", "filter", "rows_per_part", "convert_dates", "include_deletes", "deleted_entity_type")
+        options = {name: getattr(self, name) for name in same_named}
+        store = self.watermark_store or VariableWatermarkStore()
+        watermark_id = str(self.watermark_id or default_watermark_id(self.dag_id, self.task_id))
         results = []
         for division in divisions:
             job = DivisionExport(
@@ -446,15 +513,11 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
                 run_id=run_id,
                 try_number=_try_number(context),
                 fmt=self.format,
-                select=self.select,
-                filter=self.filter,
-                rows_per_part=self.rows_per_part,
-                convert_dates=self.convert_dates,
-                include_deletes=self.include_deletes,
-                deleted_entity_type=self.deleted_entity_type,
                 reset_watermark=self._truthy(self.reset_watermark),
                 watermark_store=store,
+                watermark_id=watermark_id,
                 log=self.log,
+                **options,
             )
             results.append(job.run())
         summary = {
@@ -522,14 +585,6 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
 # ---------------------------------------------------------------------------------------------- upsert
 
 
-class ExactOnlineUpsertFailed(ExactOnlineError):
-    """Some records could not be written; ``report`` has the counts and the failures."""
-
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.report = report
-
-
 def _norm_key(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip().lower()
@@ -566,7 +621,7 @@ def same_value(new: Any, old: Any) -> bool:
     return str(new).strip() == str(old).strip()
 
 
-class ExactOnlineUpsertOperator(_ExactOnlineBase):
+class ExactOnlineUpsertOperator(_DivisionOperatorBase):
     """Create or update records in an entity, matched on a key field, without ever creating a duplicate.
 
     For each batch of records: one lookup (``$filter`` = ``key eq a or key eq b ...``), then per
@@ -606,13 +661,12 @@ class ExactOnlineUpsertOperator(_ExactOnlineBase):
         max_reported_failures: int = 50,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(division=division, **kwargs)
         self.entity = entity
+        self.key = key
         self.records = records
         self.records_path = records_path
         self.records_conn_id = records_conn_id
-        self.key = key
-        self.division = division
         self.trim_key = trim_key
         self.compare = compare
         self.fail_on_error = fail_on_error
@@ -693,7 +747,7 @@ class ExactOnlineUpsertOperator(_ExactOnlineBase):
         if spec is not None and not spec.path:
             raise ExactOnlineConfigError(f"{spec.qualified_name} has no standard endpoint to write to")
         id_field = (spec.key if spec is not None else None) or "ID"
-        division = int(str(self.division)) if self.division not in (None, "") else None
+        division = self._division()
         records = self._load_records()
         report: dict[str, Any] = {
             "entity": entity_label(spec, str(self.entity)),

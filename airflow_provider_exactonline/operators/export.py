@@ -194,6 +194,8 @@ class DivisionExport:
     deleted_entity_type: int | None = None
     reset_watermark: bool = False
     watermark_store: WatermarkStore | None = None
+    #: Which export's position this is (default ``{dag_id}.{task_id}``; see ``watermark.py``).
+    watermark_id: str = ""
     stale_tmp_seconds: float | None = 2 * 86400
     log: Any = None
 
@@ -217,7 +219,7 @@ class DivisionExport:
 
     @property
     def watermark_key(self) -> str:
-        return watermark_key(self.conn_id, self.label, self.division)
+        return watermark_key(self.conn_id, self.label, self.division, self.watermark_id)
 
     def _info(self, msg: str, *args: Any) -> None:
         if self.log is not None:

@@ -1,9 +1,12 @@
 """The FastAPI app behind the "Exact Online" page: list ``exactonline`` connections, Connect/Reconnect,
 choose a division. Registered and mounted by :mod:`airflow_provider_exactonline.plugins.exactonline`.
 
-Every route needs a logged-in Airflow user who may edit connections: Airflow's own dependencies
-(:func:`~airflow.api_fastapi.core_api.security.requires_access_connection` with ``PUT``, or the same
-auth-manager check for the connection named by the ``state`` on the callback). Airflow's JWT arrives as a
+Every route needs a logged-in Airflow user who may edit connections: Airflow's ``get_user`` and its auth
+manager's ``is_authorized_connection(method="PUT")`` for the connection in the path (or the one named by the
+``state`` on the callback), with the connection's team when ``[core] multi_team`` is on. This is what
+:func:`~airflow.api_fastapi.core_api.security.requires_access_connection` checks, without its reading of a
+JSON body (with ``multi_team`` on it parses every ``PUT``-checked request body as JSON, which would turn
+this app's GET pages and form posts into 400s). Airflow's JWT arrives as a
 ``Bearer`` header or as the ``_token`` cookie; the cookie is ``SameSite=Lax``, so it comes along on the
 top-level redirect back from Exact. See :mod:`.state` for how the OAuth ``state`` is kept.
 """
@@ -18,7 +21,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
-from airflow.api_fastapi.core_api.security import get_user, requires_access_connection
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -54,7 +57,6 @@ _templates = Environment(
     trim_blocks=False,
 )
 
-CanEditConnection = Depends(requires_access_connection(method="PUT"))
 UserDep = Annotated[BaseUser, Depends(get_user)]
 
 
@@ -117,13 +119,31 @@ def _user_id(user: BaseUser) -> str:
     return str(user.get_id())
 
 
-def _can_edit(user: BaseUser, conn_id: str) -> bool:
+def _team_name(conn_id: str | None) -> str | None:
+    from airflow.configuration import conf
+
+    if not conn_id or not conf.getboolean("core", "multi_team", fallback=False):
+        return None
+    from airflow.models.connection import Connection
+
+    return Connection.get_team_name(conn_id)
+
+
+def _can_edit(user: BaseUser, conn_id: str | None) -> bool:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
 
-    return bool(
-        get_auth_manager().is_authorized_connection(method="PUT", details=ConnectionDetails(conn_id=conn_id), user=user)
-    )
+    details = ConnectionDetails(conn_id=conn_id, team_name=_team_name(conn_id))
+    return bool(get_auth_manager().is_authorized_connection(method="PUT", details=details, user=user))
+
+
+def _requires_edit_connection(request: Request, user: UserDep) -> None:
+    """May ``user`` edit the connection in the path (or connections at all, on the index)? Else 403."""
+    if not _can_edit(user, request.path_params.get("connection_id")):
+        raise HTTPException(403, "Forbidden")
+
+
+CanEditConnection = Depends(_requires_edit_connection)
 
 
 def _load_connection(conn_id: str) -> Any:
@@ -179,10 +199,11 @@ def _division_rows(divisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _hook(conn_id: str) -> Any:
-    from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
+    """The hook with this process's default stores (row lock + Variable lease, both read and written), so a
+    refresh from this page excludes the workers and sees the newest pair they saved in the Variable."""
     from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
 
-    return ExactOnlineHook(conn_id, token_store=ConnectionExtrasTokenStore(conn_id))
+    return ExactOnlineHook(conn_id)
 
 
 def _fetch_account(conn_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
@@ -243,6 +264,11 @@ def create_app() -> FastAPI:
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
         return _error_page(request, exc.status_code, exc.title, exc.message, exc.detail)
+
+    @app.exception_handler(ExactOnlineError)
+    async def _exact_error(request: Request, exc: ExactOnlineError) -> Response:
+        # e.g. the connection row stayed locked past the lock timeout (a stuck token refresh)
+        return _error_page(request, 503, "Try again", exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -10,8 +10,9 @@ connection's own extras, under the key ``oauth_pending``::
 
 * ``state`` = ``<conn_id, base64url>.<32 random bytes, base64url>``; the conn id part only says which row to
   look in. Only the SHA-256 of the state is stored, so reading the extras does not reveal a usable state.
-* Issuing and consuming happen in a transaction that locks the connection row (``SELECT ... FOR UPDATE``;
-  on SQLite the token store's per-connection lock file), so two workers cannot both consume one state.
+* Issuing and consuming happen in a transaction that locks the connection row with the token store's lock
+  (``SELECT ... FOR UPDATE`` with a lock timeout; on SQLite its per-connection lock file), so two workers
+  cannot both consume one state.
 * The callback consumes the record *before* exchanging the code: a replay finds nothing (400), even if the
   exchange then fails. Expired records are pruned on every write; at most :data:`MAX_PENDING` are kept.
 * A forged or unknown state writes nothing; a state presented by another user is rejected and left alone.
@@ -80,27 +81,15 @@ def state_digest(state: str) -> str:
 
 @contextmanager
 def locked_connection(conn_id: str) -> Iterator[Any]:
-    """Yield the ORM ``Connection`` row locked for update (or None); commits on clean exit."""
-    from airflow.models.connection import Connection
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
+    """Yield the ORM ``Connection`` row locked for update (or None); commits on clean exit.
 
-    from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore, _SqliteFileLock
+    The token store's row lock (:meth:`ConnectionExtrasTokenStore.locked_row`), so pending states, the
+    division and token rotations exclude each other, and a stuck holder ends in an error, not a hang.
+    """
+    from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
 
-    with create_session(scoped=False) as session:
-        file_lock = None
-        if session.get_bind().dialect.name == "sqlite":
-            # SQLite ignores FOR UPDATE: take the same per-connection lock file the token store uses.
-            timeout = ConnectionExtrasTokenStore(conn_id).lock_timeout
-            file_lock = _SqliteFileLock(session.get_bind().engine.url.database, conn_id, timeout)
-            file_lock.acquire()
-        try:
-            stmt = select(Connection).where(Connection.conn_id == conn_id).with_for_update()
-            yield session.scalars(stmt).one_or_none()
-            session.commit()
-        finally:
-            if file_lock is not None:
-                file_lock.release()
+    with ConnectionExtrasTokenStore(conn_id).locked_row() as (_session, conn):
+        yield conn
 
 
 def _live_records(extras: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:

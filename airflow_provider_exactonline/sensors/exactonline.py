@@ -42,22 +42,35 @@ class ExactOnlineSensor(BaseSensorOperator):
 
     * query: ``entity`` + ``filter``, e.g. ``entity="salesinvoice/SalesInvoices",
       filter="InvoiceNumber eq 20240001 and Status eq 50"``;
-    * new rows on a sync endpoint: ``since_timestamp=N`` (or ``since_export_watermark=True``, the
-      watermark the incremental export last committed) -> rows with ``Timestamp gt N``.
+    * new rows on a sync endpoint: ``since_timestamp=N`` (or ``since_export_watermark="dag.task"``,
+      the watermark that incremental export last committed) -> rows with ``Timestamp gt N``.
+      Exact's sync endpoints filter on ``Timestamp`` only, so ``filter`` cannot be combined with
+      them: it is refused before any call (to wait for a filtered row, query the standard
+      endpoint, e.g. ``entity="crm/Accounts", filter="... and Modified gt datetime'...'"``).
 
     Works in ``mode="poke"``, ``mode="reschedule"`` (frees the worker between pokes) and with
     ``deferrable=True`` (waits in the triggerer with async HTTP). A spent daily API limit does not
     fail the sensor: it reschedules (or, deferred, sleeps) until the limit's reset.
 
     :param entity: catalog name or path (templated).
-    :param filter: OData ``$filter`` (templated); names are checked against the catalog.
+    :param filter: OData ``$filter`` (templated); names are checked against the catalog. Not with
+        a ``sync/`` endpoint, ``since_timestamp`` or ``since_export_watermark``.
     :param select: fields of the returned row (templated; default: all for standard endpoints).
     :param division: division (templated; default: the connection's).
     :param since_timestamp: wait for sync rows with a Timestamp above this (templated).
-    :param since_export_watermark: use the incremental export's stored watermark instead.
+    :param since_export_watermark: wait past the watermark an incremental export last committed:
+        that export's watermark id, ``"{dag_id}.{task_id}"`` of the export task unless it sets
+        ``watermark_id=`` (templated).
     """
 
-    template_fields: Sequence[str] = ("entity", "filter", "select", "division", "since_timestamp")
+    template_fields: Sequence[str] = (
+        "entity",
+        "filter",
+        "select",
+        "division",
+        "since_timestamp",
+        "since_export_watermark",
+    )
     ui_color = "#f0eee4"
 
     def __init__(
@@ -68,7 +81,7 @@ class ExactOnlineSensor(BaseSensorOperator):
         select: str | list[str] | None = None,
         division: int | str | None = None,
         since_timestamp: int | str | None = None,
-        since_export_watermark: bool = False,
+        since_export_watermark: str | None = None,
         exactonline_conn_id: str = DEFAULT_CONN_ID,
         hook_params: dict[str, Any] | None = None,
         deferrable: bool | None = None,
@@ -107,12 +120,27 @@ class ExactOnlineSensor(BaseSensorOperator):
         resolution = catalog.resolve(str(self.entity))
         spec, variant, path = resolution.spec, resolution.variant, resolution.path
         flt = self.filter or None
+        since_export = self.since_export_watermark or None
+        if isinstance(since_export, bool):  # True: which export's watermark?
+            raise ExactOnlineConfigError(
+                "since_export_watermark takes the export's watermark id, not True: "
+                "'{dag_id}.{task_id}' of the incremental export task (or the watermark_id= it sets)"
+            )
+        waits_on_sync = self.since_timestamp not in (None, "") or bool(since_export)
+        if flt and (waits_on_sync or variant == "sync"):
+            standard = repr(spec.path) if spec is not None and spec.path else "its standard endpoint"
+            raise ExactOnlineConfigError(
+                f"filter={flt!r} cannot be sent to a sync/ endpoint: Exact's sync endpoints filter on Timestamp "
+                f"only (any other filter is refused with HTTP 400). To wait for a row matching a filter, query "
+                f"the standard endpoint instead (entity={standard}, filter=...); to wait for new or changed "
+                f"rows, use since_timestamp/since_export_watermark without filter."
+            )
         select: list[str] | None
         if isinstance(self.select, str):
             select = [f.strip() for f in self.select.split(",") if f.strip()]
         else:
             select = list(self.select) if self.select else None
-        if self.since_timestamp not in (None, "") or self.since_export_watermark:
+        if waits_on_sync:
             if spec is not None:
                 if not spec.sync_path:
                     raise ExactOnlineConfigError(
@@ -129,11 +157,12 @@ class ExactOnlineSensor(BaseSensorOperator):
                 if division is None:
                     raise ExactOnlineConfigError("since_export_watermark needs a division")
                 stored = VariableWatermarkStore().get(
-                    watermark_key(self.exactonline_conn_id, entity_label(spec, str(self.entity)), division)
+                    watermark_key(
+                        self.exactonline_conn_id, entity_label(spec, str(self.entity)), division, str(since_export)
+                    )
                 )
                 since = stored.timestamp if stored else 0
-            timestamp_filter = f"Timestamp gt {odata.long(since)}"
-            flt = f"{timestamp_filter} and ({flt})" if flt else timestamp_filter
+            flt = f"Timestamp gt {odata.long(since)}"
             if select is None:
                 key = spec.key_for("standard") if spec is not None and spec.path else None
                 select = ["Timestamp"] + ([key] if key else [])

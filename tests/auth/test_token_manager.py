@@ -15,9 +15,13 @@ import requests
 
 from airflow_provider_exactonline.auth import InMemoryTokenStore, TokenManager, TokenState
 from airflow_provider_exactonline.auth.oauth import authorization_url, exchange_code
-from airflow_provider_exactonline.auth.token_manager import never_reached_server
 from airflow_provider_exactonline.config import ExactOnlineConfig
-from airflow_provider_exactonline.exceptions import ExactOnlineAuthError, ExactOnlineReauthorizationRequired
+from airflow_provider_exactonline.exceptions import (
+    ExactOnlineAuthError,
+    ExactOnlineConfigError,
+    ExactOnlineReauthorizationRequired,
+)
+from airflow_provider_exactonline.transport import never_reached_server
 
 from .conftest import authorized_state
 from .file_store import FileTokenStore
@@ -40,7 +44,9 @@ def test_token_inside_window_is_refreshed_and_persisted(fake, clock, make_manage
     state = authorized_state(fake, clock)
     store = InMemoryTokenStore(state)
     manager = make_manager(store)
-    clock.advance(580)  # 20 s left: inside our window (24 s) and Exact's (30 s)
+    clock.advance(584)  # Exact would allow a refresh (from 570 s), but we keep 15 s for clock skew
+    assert manager.access_token() == state.access_token and refresh_grants(fake) == []
+    clock.advance(1)  # 585 s: inside our window (the last 15 s)
     token = manager.access_token()
     assert token != state.access_token and token == fake.current_access_token
     assert [c.outcome for c in refresh_grants(fake)] == ["ok"]
@@ -186,6 +192,56 @@ def test_old_refresh_token_used_polls_then_requires_reauthorization(fake, clock,
     assert fake.refresh_errors == {"old_refresh_token": 1}
     recorded = store.load()  # the error is recorded next to the unchanged tokens
     assert recorded.refresh_token == stale.refresh_token and "Old refresh token used" in recorded.last_error
+
+
+def test_a_dead_chain_costs_one_token_call_not_one_per_waiting_process(fake, clock, make_manager) -> None:
+    stale = authorized_state(fake, clock)
+    authorized_state(fake, clock)  # a newer authorization elsewhere: our refresh token is now old
+    store = RacingStore(stale)
+    clock.advance(700)
+    first, waiter = make_manager(store), make_manager(store)
+    assert first.reload() == waiter.reload() == stale  # both hold the pair in memory
+
+    def first_fails_while_waiter_waits() -> None:
+        with pytest.raises(ExactOnlineReauthorizationRequired, match="Old refresh token used"):
+            first.access_token()
+
+    store.during_wait = first_fails_while_waiter_waits
+    with pytest.raises(ExactOnlineReauthorizationRequired, match="not sent again") as caught:
+        waiter.access_token()  # takes the lock after the failure was recorded: no call to Exact
+    assert "airflow-exactonline authorize exact_test" in str(caught.value)
+    assert len(refresh_grants(fake)) == 1 and waiter.token_calls == 0
+    store.events.clear()
+    with pytest.raises(ExactOnlineReauthorizationRequired, match="not sent again"):
+        make_manager(store).access_token()  # a later process: not even the lock is taken
+    assert store.events == [] and len(refresh_grants(fake)) == 1
+
+    clock.advance(1)
+    fresh = authorized_state(fake, clock)  # the user re-authorizes: new pair, no last_error
+    store.save(fresh)
+    assert waiter.access_token() == fresh.access_token
+    clock.advance(600)
+    assert waiter.access_token() == fake.current_access_token != fresh.access_token  # the new chain rotates
+    assert [c.outcome for c in refresh_grants(fake)][1:] == ["ok"]
+
+
+def test_every_reauthorization_error_carries_the_mark_the_stores_are_checked_for() -> None:
+    from airflow_provider_exactonline.auth.token_manager import REAUTHORIZATION_MARK
+
+    assert REAUTHORIZATION_MARK in ExactOnlineReauthorizationRequired("c", "d").message
+
+
+def test_no_writable_store_refuses_to_refresh_before_calling_exact(fake, clock, make_manager) -> None:
+    class ReadOnly(InMemoryTokenStore):
+        read_only = True
+
+    state = authorized_state(fake, clock)
+    manager = make_manager(ReadOnly(state, name="secrets-manager"))
+    assert manager.access_token() == state.access_token  # a valid token needs no store
+    clock.advance(600)
+    with pytest.raises(ExactOnlineConfigError, match=r"no writable token store \(stores: secrets-manager\)"):
+        manager.access_token()
+    assert refresh_grants(fake) == [] and manager.token_calls == 0  # the refresh token is still alive
 
 
 def test_old_refresh_token_used_picks_up_the_concurrent_writers_pair(fake, clock, make_manager) -> None:

@@ -47,11 +47,16 @@ def fake(request: pytest.FixtureRequest, metadata_db: None) -> Iterator[Any]:
         os.environ.pop(key, None)
 
 
-def load_dag(dag_id: str) -> Any:
+def load_module(dag_id: str) -> Any:
+    """The example DAG file ``example_dags/{dag_id}.py`` as a fresh module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"example_{dag_id}", REPO / "example_dags" / f"{dag_id}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.dag
+    return module
+
+
+def load_dag(dag_id: str) -> Any:
+    return load_module(dag_id).dag

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import airflow_db
 import pytest
-from conftest import load_dag
-
-ENTITIES = [
-    "crm/Accounts",
-    "crm/Contacts",
-    "salesinvoice/SalesInvoices",
-    "financialtransaction/TransactionLines",
-    "financial/GLAccounts",
-]
+from conftest import load_dag, load_module
 
 
 def _states(dagrun):
@@ -33,23 +25,32 @@ def test_incremental_sync_full_then_incremental(fake, tmp_path, monkeypatch):
     import datetime as dt
 
     monkeypatch.setenv("AIRFLOW_VAR_EXACTONLINE_EXPORT_PATH", f"file://{tmp_path}")
-    dag = load_dag("exactonline_incremental_sync")
-    first = dag.test(logical_date=dt.datetime(2024, 5, 1, 10, tzinfo=dt.timezone.utc))
+    example = load_module("exactonline_incremental_sync")
+    assert {e.split("/")[1] for e in example.ENTITIES} == {
+        "Accounts",
+        "Contacts",
+        "SalesInvoices",
+        "TransactionLines",
+        "GLAccounts",
+    }
+    first = example.dag.test(logical_date=dt.datetime(2024, 5, 1, 10, tzinfo=dt.timezone.utc))
     assert first.state == "success", _states(first)
     assert len([k for k in _states(first) if k[0] == "sync"]) == 10  # 5 entities x 2 divisions
-    for entity in ENTITIES:
+    for entity in example.ENTITIES:
         for division in (1001, 1002):
             (manifest,) = _manifests(tmp_path, entity, division)
             assert manifest["rows"] == fake.record_count(entity, division)
             assert manifest["watermark"]["full_load"] is True
             key = manifest["watermark"]["variable"]
+            wm_id, conn_id = "exactonline_incremental_sync.sync", "exactonline_default"  # this DAG and task's own
+            assert key == f"exactonline_watermark__{wm_id}__{conn_id}__{entity.replace('/', '_')}__{division}"
             stored = json.loads(airflow_db.get_variable(key))
             assert stored["timestamp"] == manifest["watermark"]["to"]
 
     victim = next(iter(fake.records("crm/Accounts", 1001)))["ID"]
     fake.delete_record("crm/Accounts", 1001, victim)
     fake.create_record("crm/Contacts", 1002, {"Account": victim, "FirstName": "Nieuw", "LastName": "Contact"})
-    second = dag.test(logical_date=dt.datetime(2024, 5, 1, 11, tzinfo=dt.timezone.utc))
+    second = example.dag.test(logical_date=dt.datetime(2024, 5, 1, 11, tzinfo=dt.timezone.utc))
     assert second.state == "success", _states(second)
     accounts = _manifests(tmp_path, "crm/Accounts", 1001)[-1]
     assert accounts["rows"] == 0 and accounts["deletes"] == 1 and accounts["watermark"]["full_load"] is False

@@ -41,6 +41,10 @@ class StandInTokenManager:
     def access_token(self) -> str:
         return self.tokens[self.index]
 
+    def reload(self) -> str:
+        """What the stores hold (never None: the stand-in is authorized)."""
+        return self.tokens[self.index]
+
     def on_unauthorized(self, rejected: str) -> str:
         self.unauthorized_calls.append(rejected)
         if self.index + 1 < len(self.tokens):

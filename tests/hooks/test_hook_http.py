@@ -88,6 +88,15 @@ def test_client_errors_are_typed_and_never_retried(hook, status, cls):
     assert "Nope: bad thing" in str(err) and "Reason: Why" in str(err)
 
 
+def test_validation_messages_reach_the_caller_unredacted(hook):
+    exact = "PostalCode=1234AB invalid; VATCode: 21 unknown; Code: 1001 already exists"
+    with requests_mock.Mocker() as m:
+        m.post(f"{API}/crm/Accounts", status_code=400, json=_err(exact))
+        with pytest.raises(ExactOnlineBadRequest) as info:
+            hook.create("crm/Accounts", {"Code": "1001", "Name": "Acme"})
+    assert exact in str(info.value)
+
+
 def test_401_swaps_token_once_then_succeeds(hook):
     with requests_mock.Mocker() as m:
         m.get(
@@ -279,7 +288,16 @@ def test_missing_headers_are_unknown_not_zero(hook, manual_clock):
 def test_redact_and_snippet():
     text = 'Authorization: Bearer abc.def-123 {"refresh_token": "r3fr3sh", "x": 1} code=zzz&client_secret=qq'
     out = redact(text, ["abc.def-123"])
-    assert not re.search(r"abc\.def|r3fr3sh|zzz|qq\b", out)
+    assert not re.search(r"abc\.def|r3fr3sh|qq\b", out)
+    assert "code=zzz" in out  # outside OAuth, 'code' is an ordinary field
+    assert "zzz" not in redact(text, oauth=True)  # an authorization code in a redirect or token request
+
+
+def test_redact_keeps_exacts_validation_messages():
+    message = "PostalCode=1234AB invalid; VATCode: 21 unknown; Code: 1001 already exists; password=hunter22"
+    assert redact(message) == (
+        "PostalCode=1234AB invalid; VATCode: 21 unknown; Code: 1001 already exists; password=***"
+    )
     assert len(snippet("<p>" + "x " * 500 + "</p>")) == 200
     assert json.dumps(snippet("<b>a</b>\n\n b")) == '"a b"'
 

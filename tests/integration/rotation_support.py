@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -76,6 +77,23 @@ def airflow_env(home: Path, db_url: str, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def cluster_env(home: Path, db_url: str, api_port: int, **extra: str) -> dict[str, str]:
+    """``airflow_env`` for a real cluster: LocalExecutor, and task processes reach the api-server on ``api_port``."""
+    return airflow_env(
+        home,
+        db_url,
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(api_port),
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+        **extra,
+    )
 
 
 def run_airflow(env: dict[str, str], *args: str, timeout: float = 180) -> str:

@@ -7,7 +7,6 @@ through the Variable store and its lease. Not ``dag.test()``.
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,8 @@ from airflow_provider_exactonline.testing import FakeExactOnline
 
 from .rotation_support import (
     Processes,
-    airflow_env,
     assert_rotation_healthy,
+    cluster_env,
     create_connection,
     free_port,
     fresh_pg_database,
@@ -67,19 +66,12 @@ def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) ->
         FakeExactOnline(access_token_lifetime=LIFETIME, minutely_limit=None, daily_limit=None) as fake,
         fresh_pg_database() as db_url,
     ):
-        env = airflow_env(
+        env = cluster_env(
             tmp_path / "home",
             db_url,
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            port,
             AIRFLOW__CORE__PARALLELISM="16",
             AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="16",
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-            AIRFLOW__API__HOST="127.0.0.1",
-            AIRFLOW__API__PORT=str(port),
-            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
-            AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
             EXACTONLINE_ROTATION_CONN_ID=conn_id,
             EXACTONLINE_ROTATION_DURATION=str(DURATION),
             EXACTONLINE_ROTATION_PAUSE="0.2",

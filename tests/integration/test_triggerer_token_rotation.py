@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from airflow_provider_exactonline.testing import FakeExactOnline
 
 from .rotation_support import (
     Processes,
-    airflow_env,
+    cluster_env,
     create_connection,
     free_port,
     fresh_pg_database,
@@ -100,17 +99,10 @@ def test_deferred_sensor_refreshes_tokens_in_a_real_triggerer(tmp_path: Path) ->
         FakeExactOnline(access_token_lifetime=LIFETIME, minutely_limit=None, daily_limit=None) as fake,
         fresh_pg_database() as db_url,
     ):
-        env = airflow_env(
+        env = cluster_env(
             home,
             db_url,
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-            AIRFLOW__API__HOST="127.0.0.1",
-            AIRFLOW__API__PORT=str(port),
-            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
-            AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+            port,
             # The dag-processor only has to keep what `dags reserialize` wrote; spare the 2 shared cores.
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="600",
             AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",

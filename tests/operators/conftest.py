@@ -6,5 +6,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dag_subprocess
 
 from airflow_db import conn, fake  # noqa: F401

@@ -77,7 +77,7 @@ def test_incremental_refusal_happens_before_any_call(fake, conn, tmp_path):
 def test_incremental_full_load_then_changes_and_deletes(fake, conn, tmp_path):
     store = MemoryWatermarkStore()
     first = export(conn, tmp_path, store, mode="incremental").execute(ctx("run1"))
-    key = watermark_key("exact_ops", "crm/Accounts", 1001)
+    key = watermark_key("exact_ops", "crm/Accounts", 1001, "adhoc_airflow.export")  # no DAG: adhoc_{owner}
     assert first["rows"] == 150 and first["divisions"][0]["watermark_from"] == 0
     wm1 = store.get(key)
     assert wm1 is not None and wm1.timestamp == first["divisions"][0]["watermark_to"] and wm1.run_id == "run1"
@@ -112,6 +112,61 @@ def test_incremental_full_load_then_changes_and_deletes(fake, conn, tmp_path):
     third = export(conn, tmp_path, store, mode="incremental").execute(ctx("run3"))
     assert third["rows"] == 0 and third["deletes"] == 0
     assert store.get(key).timestamp == d["watermark_to"]
+
+
+def _change_accounts(fake):
+    """Create one account and update another; returns their IDs."""
+    created = fake.create_record("crm/Accounts", 1001, {"Name": "Nieuw BV", "Code": "NEW1"})
+    victim = next(iter(fake.records("crm/Accounts", 1001)))["ID"]
+    fake.update_record("crm/Accounts", 1001, victim, {"Name": "Renamed BV"})
+    return {created["ID"], victim}
+
+
+def test_two_exports_of_one_entity_keep_their_own_watermarks(fake, conn, tmp_path):
+    """Two DAGs export crm/Accounts of the same division and connection, one to each place: both get every change."""
+    from airflow.sdk import DAG
+
+    store = MemoryWatermarkStore()  # as the Variables: one namespace for every DAG
+    with DAG("to_s3", schedule=None):
+        to_s3 = export(conn, tmp_path / "s3", store, mode="incremental")
+    with DAG("to_local", schedule=None):
+        to_local = export(conn, tmp_path / "local", store, mode="incremental")
+    assert to_s3.execute(ctx("run1"))["rows"] == 150
+    assert to_local.execute(ctx("run1"))["rows"] == 150
+    assert sorted(store.values) == [
+        "exactonline_watermark__to_local.export__exact_ops__crm_Accounts__1001",
+        "exactonline_watermark__to_s3.export__exact_ops__crm_Accounts__1001",
+    ]
+
+    changed = _change_accounts(fake)
+    for op in (to_s3, to_local):  # the second one must not start where the first one committed
+        summary = op.execute(ctx("run2"))
+        assert {r["ID"] for r in iter_output_records(run_dir(tmp_path, summary))} == changed
+
+
+def test_watermark_id_shares_one_position_deliberately(fake, conn, tmp_path):
+    store = MemoryWatermarkStore()
+    first = export(conn, tmp_path / "a", store, mode="incremental", watermark_id="{{ params.wm }}")
+    second = ExactOnlineToObjectStorageOperator(
+        task_id="other_task",
+        entity="crm/Accounts",
+        divisions=1001,
+        path=str(tmp_path / "b"),
+        mode="incremental",
+        watermark_store=store,
+        watermark_id="accounts-1001",
+        **conn,
+    )
+    context = ctx("run1")
+    context["params"] = {"wm": "accounts-1001"}
+    first.render_template_fields(context)
+    committed = first.execute(context)["divisions"][0]
+    assert committed["rows"] == 150
+    assert list(store.values) == ["exactonline_watermark__accounts-1001__exact_ops__crm_Accounts__1001"]
+    changed = _change_accounts(fake)
+    summary = second.execute(ctx("run2"))  # continues from the first task's watermark
+    assert summary["divisions"][0]["watermark_from"] == committed["watermark_to"]
+    assert {r["ID"] for r in iter_output_records(run_dir(tmp_path, summary))} == changed
 
 
 def test_retry_of_a_committed_run_keeps_its_output(fake, conn, tmp_path):

@@ -1,25 +1,28 @@
-"""A task killed (SIGKILL) mid-export and retried: exactly the source rows, none lost, none twice, and the
-watermark untouched by the killed try.
+"""A task killed (SIGKILL) mid-export and retried: exactly the changes since the committed watermark, none lost,
+none twice, and the watermark untouched by the killed try.
 
 The export runs as a real Airflow task in a separate process (``dag.test()`` of a one-task DAG, so
 tokens and the watermark go through the Task SDK into Variables of that process's metadata DB),
-against the fake server running in this test process with latency switched on. The retry is the
-same DAG run (same logical date), so it is try 2 of the same task instance.
+against the fake server running in this test process:
+
+1. run 1, an incremental run without a watermark (a full load through sync), commits W1;
+2. Exact changes: 900 updates and 300 creates (two sync pages) and 3 deletes;
+3. run 2 starts with latency switched on and is killed after its first page was written;
+4. the retry, try 2 of the same task instance in the same DAG run (the scheduler's step of
+   failing the dead try for retry is done by ``dag_subprocess``), exports exactly the changes
+   since W1.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
+from dag_subprocess import DagProcess
 
-from airflow_provider_exactonline.operators.export import iter_output_records
+from airflow_provider_exactonline.operators.export import iter_output_records, safe_run_name
 
 DAG_FILE = """
 import datetime as dt
@@ -29,99 +32,90 @@ from airflow_provider_exactonline.operators.exactonline import ExactOnlineToObje
 with DAG("exactonline_kill_test", schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)) as dag:
     ExactOnlineToObjectStorageOperator(
         task_id="export", exactonline_conn_id="exactonline_kill", entity="crm/Accounts", divisions=1001,
-        mode="incremental", path="{out}", rows_per_part=1000, select="ID,Code,Name,Timestamp",
+        mode="incremental", path="{out}", rows_per_part=500, select="ID,Code,Name,Timestamp",
+        retries=1, retry_delay=dt.timedelta(0),
     )
 """
-
-RUNNER = """
-import datetime as dt, json, os, sys
-from airflow.utils.db import initdb
-initdb()
-from airflow.models import Variable
-key = "exactonline_watermark__exactonline_kill__crm_Accounts__1001"
-print("WATERMARK_BEFORE=" + json.dumps(Variable.get(key, default_var=None)), flush=True)
-sys.path.insert(0, os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-from kill_dag import dag
-when = dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc)
-run = dag.test(logical_date=when, run_after=when)  # same run_id both times: the second call is a retry
-print("STATE=" + str(run.state), flush=True)
-print("WATERMARK_AFTER=" + json.dumps(Variable.get(key, default_var=None)), flush=True)
-"""
+KEY = "exactonline_watermark__exactonline_kill_test.export__exactonline_kill__crm_Accounts__1001"
+RUN_1, RUN_2 = "2024-06-01T00:00:00+00:00", "2024-06-01T01:00:00+00:00"
 
 
-@pytest.mark.fake_exact_online(rows={"crm/Accounts": 3500}, minutely_limit=None)
-def test_killed_export_is_retried_exactly_once(fake, tmp_path):
+def _records(run_dir, kind="part"):
+    from airflow.sdk import ObjectStoragePath
+
+    return list(iter_output_records(ObjectStoragePath(f"file://{run_dir}"), kind))
+
+
+@pytest.mark.fake_exact_online(rows={"crm/Accounts": 1500}, minutely_limit=None)
+def test_killed_incremental_export_is_retried_exactly_once(fake, tmp_path):
     from airflow_db import connection_json
 
-    home, out, dags = tmp_path / "home", tmp_path / "out", tmp_path / "dags"
-    for d in (home, out, dags):
-        d.mkdir()
-    (dags / "kill_dag.py").write_text(DAG_FILE.format(out=f"file://{out}"))
-    (tmp_path / "runner.py").write_text(textwrap.dedent(RUNNER))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_EXACTONLINE_KILL": connection_json(fake),
-        }
-    )
-    tmp_root = out / "crm" / "Accounts" / "division=1001" / "_tmp"
+    out = tmp_path / "out"
+    division_dir = out / "crm" / "Accounts" / "division=1001"
+    tmp_root = division_dir / "_tmp"
+    runner = DagProcess(tmp_path, "exactonline_kill", connection_json(fake), DAG_FILE.format(out=f"file://{out}"))
 
-    fake.set_latency(0.6)
-    killed = subprocess.Popen(
-        [sys.executable, str(tmp_path / "runner.py")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    # 1. The first incremental run: no watermark yet, so a full load through sync; commits W1.
+    first = runner.run(RUN_1, [KEY])
+    assert first["state"] == "success", first["output"][-4000:]
+    w1 = first["after"][KEY]
+    assert w1 is not None and json.loads(w1)["timestamp"] == max(
+        r["Timestamp"] for r in fake.records("crm/Accounts", 1001)
     )
+    first_dir = division_dir / safe_run_name(first["run_id"])
+
+    # 2. Changes in Exact after W1: two sync pages of rows, and deletions of rows that did not change.
+    ids = [r["ID"] for r in fake.records("crm/Accounts", 1001)]
+    for key in ids[:900]:
+        fake.update_record("crm/Accounts", 1001, key, {"Name": "Changed after W1"})
+    created = {fake.create_record("crm/Accounts", 1001, {"Name": f"New {i}"})["ID"] for i in range(300)}
+    deleted = ids[-3:]
+    for key in deleted:
+        fake.delete_record("crm/Accounts", 1001, key)
+    changed = set(ids[:900]) | created
+
+    # 3. Run 2, killed once its first page (parts 0 and 1) is written and it waits for the second.
+    fake.set_latency(0.6)
+    killed = runner.start(RUN_2, [KEY])
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            if list(tmp_root.glob("*.try-*/part-00001.jsonl")):  # part 0 complete, part 1 being written
+            if list(tmp_root.glob("*.try-*/part-00001.jsonl")):
                 break
             assert killed.poll() is None, killed.stdout.read()[-3000:] if killed.stdout else ""
             time.sleep(0.05)
         else:
-            pytest.fail("the export never got to its second part")
+            pytest.fail("the export never wrote its first page")
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
     finally:
         if killed.poll() is None:
             killed.kill()
     assert killed.returncode == -signal.SIGKILL
-    run_dirs = [p for p in (out / "crm" / "Accounts" / "division=1001").iterdir() if p.name != "_tmp"]
-    assert run_dirs == []  # nothing visible under a final name
-    (killed_try,) = [p.name for p in tmp_root.glob("*.try-*")]
-    assert list(tmp_root.glob("*.try-*/part-00000.jsonl"))  # the killed try did write parts
+    assert [p for p in division_dir.iterdir() if p.name != "_tmp"] == [first_dir]  # nothing new under a final name
+    (killed_try,) = list(tmp_root.glob("*.try-*"))
+    assert (killed_try / "part-00000.jsonl").exists()  # the killed try did write parts
+    killed_try_number = int(killed_try.name.rsplit(".try-", 1)[1])
 
+    # 4. The retry: it starts from W1 (untouched by the killed try) and writes exactly the changes.
     fake.set_latency(0.0)
-    retry = subprocess.run(
-        [sys.executable, str(tmp_path / "runner.py")], env=env, capture_output=True, text=True, timeout=240
-    )
-    output = retry.stdout + retry.stderr
-    assert "STATE=success" in output, output[-4000:]
-    before = next(line for line in retry.stdout.splitlines() if line.startswith("WATERMARK_BEFORE="))
-    assert json.loads(before.split("=", 1)[1]) is None  # the killed try committed nothing
-
-    (final,) = [p for p in (out / "crm" / "Accounts" / "division=1001").iterdir() if p.name != "_tmp"]
+    retry = runner.run(RUN_2, [KEY], retry=True)
+    assert retry["state"] == "success", retry["output"][-4000:]
+    assert retry["before"][KEY] == w1  # the killed try committed nothing
+    final = division_dir / safe_run_name(retry["run_id"])
+    assert killed_try.name.startswith(final.name + ".try-")  # the same DAG run ...
     manifest = json.loads((final / "_manifest.json").read_text())
-    assert killed_try.startswith(final.name + ".try-")  # same DAG run, retried
-    assert manifest["rows"] == 3500
-    from airflow.sdk import ObjectStoragePath
+    retry_try_number = retry["tis"]["export"][1]
+    assert manifest["try_number"] == retry_try_number > killed_try_number  # ... as a later try
+    assert manifest["watermark"]["from"] == json.loads(w1)["timestamp"]
 
-    exported = [r["ID"] for r in iter_output_records(ObjectStoragePath(f"file://{final}"))]
-    source = [r["ID"] for r in fake.records("crm/Accounts", 1001)]
-    assert len(exported) == len(set(exported)) == len(source)  # none twice
-    assert set(exported) == set(source)  # none lost
+    exported = [r["ID"] for r in _records(final)]
+    assert len(exported) == len(set(exported)) == len(changed)  # none twice
+    assert set(exported) == changed  # none lost, nothing older than W1
+    assert sorted(r["EntityKey"] for r in _records(final, "deleted")) == sorted(deleted)
     assert list(tmp_root.iterdir()) == []  # the killed try's leftovers are gone
-    after = next(line for line in retry.stdout.splitlines() if line.startswith("WATERMARK_AFTER="))
-    committed = json.loads(json.loads(after.split("=", 1)[1]))
-    assert (
-        committed["timestamp"]
-        == manifest["watermark"]["to"]
-        == max(r["Timestamp"] for r in fake.records("crm/Accounts", 1001))
-    )
+
+    committed = json.loads(retry["after"][KEY])
+    assert committed["timestamp"] == manifest["watermark"]["to"] > json.loads(w1)["timestamp"]
+    assert committed["timestamp"] == max(r["Timestamp"] for r in fake.records("crm/Accounts", 1001))
+    assert committed["deleted_timestamp"] == manifest["watermark"]["deleted_to"]

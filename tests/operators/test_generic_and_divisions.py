@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from airflow_db import ctx
 
-from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+from airflow_provider_exactonline.exceptions import (
+    ExactOnlineConfigError,
+    ExactOnlineOutcomeUnknown,
+    ExactOnlineServerError,
+)
 from airflow_provider_exactonline.operators.exactonline import (
     ExactOnlineDivisionsOperator,
     ExactOnlineOperator,
@@ -74,3 +79,69 @@ def test_parse_divisions():
     assert parse_divisions(None) is None
     with pytest.raises(ExactOnlineConfigError):
         parse_divisions("x")
+
+
+# ---------------------------------------------------------------------------------------------- POST and retries
+
+
+def _post(conn):
+    return ExactOnlineOperator(
+        task_id="post", endpoint="crm/Accounts", method="POST", body={"Name": "Once only BV"}, division=1001, **conn
+    )
+
+
+def _posts(fake):
+    return [r for r in fake.requests if r.method == "POST" and "crm/Accounts" in r.path]
+
+
+def _named(fake, name):
+    return [r for r in fake.records("crm/Accounts", 1001) if r.get("Name") == name]
+
+
+def test_post_answered_5xx_fails_without_airflow_retry(fake, conn):
+    fake.fail_next(1, status=503, path_contains="crm/Accounts")
+    with pytest.raises(ExactOnlineOutcomeUnknown, match=r"HTTP 503.*Airflow does not retry") as caught:
+        _post(conn).execute(ctx())
+    assert isinstance(caught.value, AirflowFailException)  # the task runner skips retries for these
+    assert caught.value.status_code == 503 and "Check in Exact Online" in str(caught.value)
+    assert len(_posts(fake)) == 1
+
+
+def test_post_whose_answer_was_lost_fails_without_airflow_retry(fake, conn):
+    fake.drop_next(1, path_contains="crm/Accounts", when="mid_response")  # Exact creates it, the answer is lost
+    with pytest.raises(ExactOnlineOutcomeUnknown, match="may have reached") as caught:
+        _post(conn).execute(ctx())
+    assert isinstance(caught.value, AirflowFailException)
+    assert len(_posts(fake)) == 1 and len(_named(fake, "Once only BV")) == 1
+
+
+def test_idempotent_call_failures_stay_retryable(fake, conn):
+    fake.fail_next(1, status=503, path_contains="crm/Accounts")
+    params = {**conn, "hook_params": {**conn["hook_params"], "max_retries": 0}}
+    op = ExactOnlineOperator(task_id="get", endpoint="crm/Accounts", query={"$select": "ID"}, division=1001, **params)
+    with pytest.raises(ExactOnlineServerError) as caught:
+        op.execute(ctx())
+    assert not isinstance(caught.value, AirflowFailException)  # a GET is safe to repeat: Airflow may retry
+
+
+POST_DAG = """
+import datetime as dt
+from airflow.sdk import DAG
+from airflow_provider_exactonline.operators.exactonline import ExactOnlineOperator
+
+with DAG("exactonline_post_once", schedule=None, default_args={"retries": 2, "retry_delay": dt.timedelta(0)}) as dag:
+    ExactOnlineOperator(task_id="post", exactonline_conn_id="exact_post", endpoint="crm/Accounts", method="POST",
+                        body={"Name": "Once only BV"}, division=1001)
+"""
+
+
+def test_post_is_sent_once_by_a_dag_with_retries(fake, tmp_path):
+    """Airflow's real task runner, retries=2: Exact answered the POST with 503, so the task fails for good."""
+    from airflow_db import connection_json
+    from dag_subprocess import DagProcess
+
+    fake.fail_next(1, status=503, path_contains="crm/Accounts")
+    result = DagProcess(tmp_path, "exact_post", connection_json(fake), POST_DAG).run("2024-07-01T00:00:00+00:00")
+    assert result["state"] == "failed" and result["tis"]["post"] == ["failed", 1], result["output"][-3000:]
+    assert "Airflow does not retry this task" in result["output"]
+    assert len(_posts(fake)) == 1 and _named(fake, "Once only BV") == []

@@ -125,3 +125,12 @@ def test_same_value():
     assert same_value(None, "") and not same_value("x", None)
     assert same_value("true", True) and not same_value(False, True)
     assert same_value("2022-01-01T11:00:00", "/Date(1641034800000)/")
+
+
+def test_upsert_failed_lives_in_the_exception_hierarchy():
+    from airflow_provider_exactonline import exceptions
+    from airflow_provider_exactonline.operators import exactonline as operators
+
+    assert operators.ExactOnlineUpsertFailed is exceptions.ExactOnlineUpsertFailed  # old import path still works
+    assert issubclass(exceptions.ExactOnlineUpsertFailed, exceptions.ExactOnlineError)
+    assert exceptions.ExactOnlineUpsertFailed("m", {"failed": 1}).report == {"failed": 1}

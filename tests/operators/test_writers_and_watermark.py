@@ -10,7 +10,13 @@ import pytest
 
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
 from airflow_provider_exactonline.operators.export import _PartSet, safe_run_name
-from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore, Watermark, watermark_key
+from airflow_provider_exactonline.operators.watermark import (
+    MAX_KEY_LENGTH,
+    MemoryWatermarkStore,
+    Watermark,
+    default_watermark_id,
+    watermark_key,
+)
 from airflow_provider_exactonline.operators.writers import check_format, clean_record, open_writer
 
 RECORDS = [
@@ -92,8 +98,15 @@ def test_bad_format_is_named():
 
 
 def test_watermark_key_and_values():
-    key = watermark_key("exactonline_default", "crm/Accounts", 1001)
-    assert key == "exactonline_watermark__exactonline_default__crm_Accounts__1001"
+    key = watermark_key("exactonline_default", "crm/Accounts", 1001, default_watermark_id("nightly", "sync"))
+    assert key == "exactonline_watermark__nightly.sync__exactonline_default__crm_Accounts__1001"
+    assert watermark_key("c", "crm/Accounts", 1, "dag_b.sync") != watermark_key("c", "crm/Accounts", 1, "dag_a.sync")
+    assert (
+        watermark_key("c", "crm/Accounts", 1, "my shared/id")
+        == "exactonline_watermark__my_shared_id__c__crm_Accounts__1"
+    )
+    with pytest.raises(ExactOnlineConfigError, match="watermark_id"):
+        watermark_key("c", "crm/Accounts", 1, " ")
     assert Watermark.from_value("4711") == Watermark(timestamp=4711)
     wm = Watermark(timestamp=5, deleted_timestamp=3, run_id="r")
     assert Watermark.from_value(wm.to_json()) == wm
@@ -103,6 +116,15 @@ def test_watermark_key_and_values():
     assert store.get(key) == wm
     store.delete(key)
     assert store.get(key) is None
+
+
+def test_long_watermark_keys_fit_airflows_key_column_and_stay_distinct():
+    """dag_id and task_id may each have 250 characters; Airflow's variable.key holds 250."""
+    long_dag = "d" * 250
+    a = watermark_key("exactonline_default", "crm/Accounts", 1001, default_watermark_id(long_dag, "a"))
+    b = watermark_key("exactonline_default", "crm/Accounts", 1001, default_watermark_id(long_dag, "b"))
+    assert len(a) == len(b) == MAX_KEY_LENGTH and a != b
+    assert a.startswith("exactonline_watermark__ddd")
 
 
 def test_safe_run_name():

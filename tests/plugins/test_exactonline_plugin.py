@@ -25,6 +25,12 @@ def _start(client: Any, headers: dict[str, str], conn_id: str = CONN, **params: 
     return response.headers["location"]
 
 
+def _choose_division(client: Any, headers: dict[str, str], conn_id: str, division: str = "1002") -> Any:
+    """POST the division form (not following the redirect back to the list)."""
+    url = f"/exactonline/connections/{conn_id}/division"
+    return client.post(url, data={"division": division}, headers=headers, follow_redirects=False)
+
+
 def _approve(auth_url: str) -> str:
     """The fake (auto_approve) answers the consent page with a redirect to our callback: return that path+query."""
     response = requests.get(auth_url, allow_redirects=False, timeout=10)
@@ -129,12 +135,7 @@ def test_happy_path_writes_tokens_and_offers_divisions(
     assert conns.extras(connection) == stored
 
     # choose another default division
-    saved = client.post(
-        f"/exactonline/connections/{connection}/division",
-        data={"division": "1002"},
-        headers=auth["admin"],
-        follow_redirects=False,
-    )
+    saved = _choose_division(client, auth["admin"], connection)
     assert saved.status_code == 303
     after = conns.extras(connection)
     assert after["division"] == 1002 and after["division_name"] == "Fake Company BE"
@@ -280,3 +281,72 @@ def test_wrong_type_and_missing_connection(client: Any, auth: Any, conns: Any) -
     assert wrong.status_code == 400 and "Exact Online" in wrong.json()["detail"]
     missing = client.get("/exactonline/connections/nope/authorize", headers=auth["admin"], follow_redirects=False)
     assert missing.status_code == 404 and "--print json" in missing.json()["detail"]
+
+
+def test_division_pages_use_the_newer_pair_workers_saved_in_the_variable(
+    client: Any, auth: Any, conns: Any, fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page uses the process's default stores: the newest pair is in the Variable, so no token call."""
+    from airflow_db import forget_exactonline_variables
+
+    from airflow_provider_exactonline.auth.token_state import TokenState
+    from airflow_provider_exactonline.auth.token_stores import VariableTokenStore
+
+    monkeypatch.setenv("AIRFLOW__EXACTONLINE__TOKEN_REUSE_POLL_SECONDS", "0.5")  # fail fast if it refreshes
+    now = time.time()
+    spent = fake.issue_tokens()  # what the connection row still holds, long expired
+    conns.put(
+        CONN,
+        host=fake.base_url,
+        extra={
+            "access_token": spent["access_token"],
+            "refresh_token": spent["refresh_token"],
+            "token_obtained_at": now - 900,
+            "token_expires_at": now - 300,
+            "division": 1001,
+        },
+    )
+    newer = fake.issue_tokens()  # a worker's rotation since then: only in the Variable; the row's pair is dead
+    VariableTokenStore(CONN).save(TokenState(newer["access_token"], newer["refresh_token"], now + 600, now - 5))
+    try:
+        chooser = client.get(f"/exactonline/connections/{CONN}/division", headers=auth["admin"])
+        assert chooser.status_code == 200 and 'value="1002"' in chooser.text, chooser.text
+        saved = _choose_division(client, auth["admin"], CONN)
+        assert saved.status_code == 303
+        assert fake.token_calls == []  # no refresh of the spent pair, no "Old refresh token used"
+        after = conns.extras(CONN)
+        assert after["division"] == 1002 and after["division_name"] == "Fake Company BE"
+        assert "last_refresh_error" not in after
+    finally:
+        forget_exactonline_variables()
+
+
+def test_pages_work_with_multi_team_on(
+    client: Any, auth: Any, connection: str, conns: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``[core] multi_team`` Airflow's own PUT check parses the body as JSON; ours must not 400."""
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    assert client.get("/exactonline/", headers=auth["admin"]).status_code == 200
+    assert _start(client, auth["admin"], connection).startswith("http")
+    url = f"/exactonline/connections/{connection}/division"
+    assert client.get(url, headers=auth["admin"]).status_code == 200
+    saved = _choose_division(client, auth["admin"], connection)
+    assert saved.status_code == 303 and conns.extras(connection)["division"] == 1002
+    assert client.get(url, headers=auth["viewer"]).status_code == 403
+    assert client.get(url).status_code == 401
+
+
+def test_a_row_locked_past_the_timeout_gives_a_page_not_a_hang(
+    client: Any, auth: Any, connection: str, conns: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
+
+    monkeypatch.setenv("AIRFLOW__EXACTONLINE__TOKEN_LOCK_TIMEOUT", "0.3")
+    with ConnectionExtrasTokenStore(connection).lock():  # a token refresh holding the row
+        busy = client.get(
+            f"/exactonline/connections/{connection}/authorize",
+            headers={**auth["admin"], "Accept": "text/html"},
+            follow_redirects=False,
+        )
+    assert busy.status_code == 503 and "Try again" in busy.text and "token lock" in busy.text
+    assert state_mod.PENDING_KEY not in conns.extras(connection)

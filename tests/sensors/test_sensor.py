@@ -8,7 +8,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 from airflow_db import ctx
 
-from airflow_provider_exactonline.exceptions import ExactOnlineError, ExactOnlineUnknownField
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineError, ExactOnlineUnknownField
 from airflow_provider_exactonline.sensors.exactonline import ExactOnlineSensor
 from airflow_provider_exactonline.triggers.exactonline import ExactOnlineTrigger
 
@@ -84,3 +84,46 @@ def test_execute_complete(conn):
         s.execute_complete(ctx(), {"status": "timeout", "message": "late"})
     with pytest.raises(ExactOnlineError, match="HTTP 404"):
         s.execute_complete(ctx(), {"status": "error", "message": "HTTP 404"})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"since_timestamp": 5, "filter": "Name eq 'x'"},
+        {"since_export_watermark": "nightly.sync", "filter": "Name eq 'x'"},
+        {"entity": "sync/CRM/Accounts", "filter": "Name eq 'x'"},
+    ],
+)
+def test_filter_on_a_sync_endpoint_is_refused_before_any_call(fake, conn, kwargs):
+    """Exact's sync endpoints filter on Timestamp only: anything else would cost a 400."""
+    before = len(fake.requests)
+    s = sensor(conn, **kwargs)
+    with pytest.raises(
+        ExactOnlineConfigError, match=r"Timestamp only.*standard endpoint instead \(entity='crm/Accounts'"
+    ):
+        s.poke(ctx())
+    with pytest.raises(ExactOnlineConfigError, match="Timestamp only"):
+        s.execute(ctx())  # the deferrable path checks first too
+    assert len(fake.requests) == before
+
+
+def test_since_export_watermark_reads_that_exports_watermark(fake, conn, monkeypatch):
+    from airflow_provider_exactonline.operators.watermark import VariableWatermarkStore, Watermark, watermark_key
+
+    top = max(r["Timestamp"] for r in fake.records("crm/Accounts", 1001))
+    wanted = watermark_key("exact_ops", "crm/Accounts", 1001, "nightly.sync")
+    read: list[str] = []
+
+    def get(self, key):
+        read.append(key)
+        return Watermark(timestamp=top) if key == wanted else None
+
+    monkeypatch.setattr(VariableWatermarkStore, "get", get)
+    s = sensor(conn, since_export_watermark="{{ params.export }}")
+    context = ctx()
+    context["params"] = {"export": "nightly.sync"}
+    s.render_template_fields(context)
+    assert s.query() == ("sync/CRM/Accounts", {"$select": "Timestamp,ID", "$filter": f"Timestamp gt {top}L"})
+    assert read == [wanted]
+    with pytest.raises(ExactOnlineConfigError, match=r"watermark id, not True"):
+        sensor(conn, since_export_watermark=True).query()
