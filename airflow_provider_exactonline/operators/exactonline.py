@@ -534,7 +534,7 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
             "base_url": hook.config.base_url,
             "label": label,
             "divisions": divisions,
-            "outputs": [r["path"] for r in results],
+            "outputs": [(r["path"], r.get("rows")) for r in results],
         }
         self._emit_asset_events(context, label, summary)
         return summary
@@ -559,9 +559,18 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
                 self.log.warning("Could not attach asset event extra for %s: %s", outlet, err)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Input: the Exact entity per division; outputs: the run directories. None without openlineage."""
+        """Input: the Exact entity per division; outputs: the run directories. None without openlineage.
+
+        Naming follows OpenLineage's conventions: ``exactonline://{api host}`` + ``{division}/{entity}``
+        for Exact; ``file`` + absolute path for local output; ``{scheme}://{bucket}`` + key (no leading
+        slash, no Airflow ``conn_id@``) for object stores.
+        """
         try:
-            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.common.compat.openlineage.facet import (
+                Dataset,
+                OutputDataset,
+                OutputStatisticsOutputDatasetFacet,
+            )
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
@@ -569,16 +578,23 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
             return None
         from urllib.parse import urlsplit
 
-        host = urlsplit(self._lineage["base_url"]).netloc
+        host = urlsplit(self._lineage["base_url"]).netloc.rpartition("@")[2]
         inputs = [
             Dataset(namespace=f"exactonline://{host}", name=f"{d}/{self._lineage['label']}")
             for d in self._lineage["divisions"]
         ]
         outputs = []
-        for out in self._lineage["outputs"]:
-            parts = urlsplit(out)
-            namespace = f"{parts.scheme}://{parts.netloc}" if parts.netloc else (parts.scheme or "file")
-            outputs.append(Dataset(namespace=namespace, name=parts.path or out))
+        for path, rows in self._lineage["outputs"]:
+            parts = urlsplit(str(path))
+            bucket = parts.netloc.rpartition("@")[2]  # ObjectStoragePath keeps conn_id as userinfo
+            if parts.scheme in ("", "file", "local"):
+                namespace, name = "file", parts.path or str(path)
+            else:
+                namespace, name = f"{parts.scheme}://{bucket}", parts.path.lstrip("/")
+            facets: dict[str, Any] = {}
+            if rows is not None:
+                facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(rowCount=rows)
+            outputs.append(OutputDataset(namespace=namespace, name=name, outputFacets=facets))
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
@@ -811,7 +827,8 @@ class ExactOnlineUpsertOperator(_DivisionOperatorBase):
                 except (ExactOnlineRateLimitExceeded, ExactOnlineAuthError):
                     raise  # no point trying the other records; the retry resumes safely
                 except ExactOnlineError as err:
-                    unknown = err.status_code is None
+                    # A lost answer or a 5xx may hide a write Exact did make; a 4xx surely did not.
+                    unknown = err.status_code is None or err.status_code >= 500
                     fail(record, err, "unknown (the request may have reached Exact)" if unknown else "rejected")
         self.log.info(
             "Upsert into %s: %d created, %d updated, %d unchanged, %d failed (%d API calls)",

@@ -81,6 +81,22 @@ def test_lost_post_answer_then_retry_creates_no_duplicate(fake, conn):
     assert all(len(by_code(fake, r["Code"])) == 1 for r in RECORDS)
 
 
+def test_a_5xx_answer_to_a_post_is_reported_as_unknown_not_rejected(fake, conn):
+    op = upsert(conn, RECORDS)
+    real_create = op.hook.create
+
+    def create_with_503(entity, data, **kwargs):
+        if data["Code"] == "CRM0002":
+            fake.fail_next(1, status=503, path_contains="crm/Accounts")
+        return real_create(entity, data, **kwargs)
+
+    op.hook.create = create_with_503
+    with pytest.raises(ExactOnlineUpsertFailed) as caught:
+        op.execute(ctx(try_number=1))
+    failure = caught.value.report["failures"][0]
+    assert failure["key"] == "CRM0002" and failure["outcome"].startswith("unknown")
+
+
 def test_bad_record_does_not_lose_the_others(fake, conn):
     records = [RECORDS[0], {"Code": "BAD1", "Email": "no-name@example"}, {"Name": "no code"}, RECORDS[1]]
     with pytest.raises(ExactOnlineUpsertFailed) as caught:
