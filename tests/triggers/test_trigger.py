@@ -47,7 +47,10 @@ def test_fires_when_the_row_appears_and_survives_a_503(fake, db_conn):
     fake.fail_next(1, status=503)
 
     def later() -> None:
-        time.sleep(1.0)
+        # Only after the 503 and one empty answer, so the trigger must have survived the 503 and polled again.
+        deadline = time.monotonic() + 60
+        while fake.count_requests("crm/Accounts", method="GET") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         fake.create_record("crm/Accounts", 1001, {"Name": "Arrives later", "Code": "LATE1"})
 
     threading.Thread(target=later, daemon=True).start()
