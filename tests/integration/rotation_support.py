@@ -217,3 +217,19 @@ def assert_rotation_healthy(summary: dict[str, Any], expected_processes: int = 8
     assert summary["token_outcomes"] == {}, summary  # the fake saw 0 too-early and 0 reused refresh tokens
     assert 0 < summary["token_calls"] <= summary["allowed_token_calls"], summary
     assert summary["api_calls"] > expected_processes * 20, summary
+
+
+def prepare_cluster(env: dict[str, str], conn_id: str, fake: Any) -> None:
+    """Migrate the metadata DB, create the connection and serialize the test DAGs."""
+    run_airflow(env, "db", "migrate")
+    create_connection(env, conn_id, fake)
+    run_airflow(env, "dags", "reserialize")
+
+
+def start_cluster(procs: Processes, env: dict[str, str], api_port: int, *components: str) -> None:
+    """Start the api-server, the scheduler and ``components`` (e.g. "triggerer"); wait until healthy."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+    procs.start("api-server", [airflow, "api-server", "-p", str(api_port), "-H", "127.0.0.1", "-w", "1"], env)
+    for name in ("scheduler", *components):
+        procs.start(name, [airflow, name], env)
+    wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", 120, procs)

@@ -7,7 +7,6 @@ through the Variable store and its lease. Not ``dag.test()``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,13 +18,13 @@ from .rotation_support import (
     Processes,
     assert_rotation_healthy,
     cluster_env,
-    create_connection,
     free_port,
     fresh_pg_database,
+    prepare_cluster,
     requires_pg,
     run_airflow,
+    start_cluster,
     summarize,
-    wait_http,
 )
 
 LIFETIME = 15.0
@@ -77,15 +76,10 @@ def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) ->
             EXACTONLINE_ROTATION_PAUSE="0.2",
             EXACTONLINE_ROTATION_OUT=str(out),
         )
-        run_airflow(env, "db", "migrate")
-        create_connection(env, conn_id, fake)
-        run_airflow(env, "dags", "reserialize")
+        prepare_cluster(env, conn_id, fake)
         procs = Processes(tmp_path)
-        airflow = str(Path(sys.executable).parent / "airflow")
         try:
-            procs.start("api-server", [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "-w", "1"], env)
-            procs.start("scheduler", [airflow, "scheduler"], env)
-            wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", 120, procs)
+            start_cluster(procs, env, port)
             run_airflow(env, "dags", "unpause", DAG_ID)
             started = time.time()
             run_airflow(env, "dags", "trigger", DAG_ID)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ from airflow_provider_exactonline.testing import FakeExactOnline
 from .rotation_support import (
     Processes,
     cluster_env,
-    create_connection,
     free_port,
     fresh_pg_database,
+    prepare_cluster,
     requires_pg,
     run_airflow,
-    wait_http,
+    start_cluster,
 )
 
 LIFETIME = 8.0  # access token lifetime on the fake, seconds
@@ -107,17 +106,10 @@ def test_deferred_sensor_refreshes_tokens_in_a_real_triggerer(tmp_path: Path) ->
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="600",
             AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
         )
-        run_airflow(env, "db", "migrate")
-        create_connection(env, CONN_ID, fake)
-        run_airflow(env, "dags", "reserialize")
+        prepare_cluster(env, CONN_ID, fake)
         procs = Processes(log_dir)
-        airflow = str(Path(sys.executable).parent / "airflow")
         try:
-            procs.start("api-server", [airflow, "api-server", "-p", str(port), "-H", "127.0.0.1", "-w", "1"], env)
-            procs.start("scheduler", [airflow, "scheduler"], env)
-            procs.start("dag-processor", [airflow, "dag-processor"], env)
-            procs.start("triggerer", [airflow, "triggerer"], env)
-            wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", 120, procs)
+            start_cluster(procs, env, port, "dag-processor", "triggerer")
             run_airflow(env, "dags", "unpause", DAG_ID)
             run_airflow(env, "dags", "trigger", DAG_ID, "--conf", json.dumps({"invoice_number": INVOICE_NUMBER}))
 
