@@ -56,8 +56,9 @@ assert resolve_entity("System/Me").path == "current/Me"
 
 - **Paths** are relative to `/api/v1/{{division}}/`; *beta* endpoints live under `/api/v1/beta/{{division}}/`,
   and endpoints marked *no division* under `/api/v1/`. `bulk/` and `sync/` return 1,000 rows per page and
-  require `$select` (`select="*"` expands to every scalar field listed here). Full exports read `sync/` where
-  it exists, else `bulk/`; incremental exports need `sync/`.
+  require `$select` (`select="*"` expands to every scalar field listed here). Reading everything of an entity
+  with a `sync/` twin takes `sync/` (mandatory filtering refuses an unfiltered standard or `bulk/` read);
+  incremental exports need `sync/`.
 - **Mandatory filtering** (Exact, since 2021, widened 2022): a collection GET on the standard or `bulk/`
   endpoint of an entity with a `sync/` twin must carry a `$filter` on one of a listed set of fields, else
   400. Known lists come from Exact's error quoted in picqer/exact-php-client issue 591: `crm/Accounts`

@@ -53,7 +53,8 @@ NAVIGATION = "n"
 # Fields named after the entity whose ID they hold (Exact types them Edm.Guid).
 GUID_REFERENCES: frozenset[str] = frozenset(
     {
-        "Account", "Activity", "Asset", "BankAccount", "Contact", "ContactPerson", "Creator", "Customer",
+        "Account", "Accountant", "Activity", "Asset", "BankAccount", "Contact", "ContactPerson", "Creator",
+        "Customer", "InvoiceAccount", "MainContact", "Parent", "Reseller",
         "DeliverTo", "DeliveryAccount", "DeliveryAddress", "Document", "Employee", "Employment", "Entry",
         "GLAccount", "Invoice", "InvoiceTo", "Item", "ItemGroup", "Modifier", "Opportunity", "OrderedBy",
         "Project", "PurchaseOrder", "Quotation", "SalesInvoice", "SalesOrder", "Subscription", "Supplier",

@@ -30,10 +30,11 @@ Raw paths
     matches).
 
 Mode → variant (:meth:`EntitySpec.variant_for`)
-    ``"full"``: ``sync`` if the entity has one (read from Timestamp 1 it returns every row, and mandatory
-    filtering refuses an unfiltered standard/bulk read of such entities), else ``bulk``, else ``standard``
-    if that allows GET. ``"incremental"``: ``sync`` or :class:`ExactOnlineCatalogError` naming the
-    alternative (``mode='full'`` with the endpoint it would use).
+    ``"full"``: ``bulk`` if the entity has one, else ``standard`` if that allows GET, else ``sync`` (a sync
+    endpoint read without a Timestamp filter returns every row). Mandatory filtering refuses an unfiltered
+    bulk/standard read of an entity with a sync twin: callers reading everything check
+    :meth:`EntitySpec.mandatory_filter_fields` and read ``sync`` instead. ``"incremental"``: ``sync`` or
+    :class:`ExactOnlineCatalogError` naming the alternative (``mode='full'`` with the endpoint it would use).
 
 API contract (other modules code against these names)
     ``spec.field_info(variant="standard") -> Mapping[str, FieldInfo]``: scalar fields with

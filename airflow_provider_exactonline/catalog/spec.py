@@ -179,10 +179,6 @@ class EntitySpec(FieldChecks):
         return self._endpoint(variant).select_required
 
     def _full_variant(self) -> Variant | None:
-        # sync/ first: the standard and bulk endpoints of an entity with a sync twin refuse an unfiltered
-        # read (mandatory filtering), and a sync read from Timestamp 1 also yields the watermark.
-        if "sync" in self._endpoints:
-            return "sync"
         if "bulk" in self._endpoints:
             return "bulk"
         if "standard" in self._endpoints and "GET" in self._endpoints["standard"].methods:
