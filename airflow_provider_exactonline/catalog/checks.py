@@ -211,7 +211,7 @@ class FieldChecks:
     def accepts_writes(self) -> bool:
         """True when the primary (standard) endpoint takes POST, PUT or DELETE."""
         endpoint = self._endpoints[self.primary_variant]
-        return bool(endpoint.writable) and any(method in endpoint.methods for method in WRITE_METHODS)
+        return endpoint.writable_names is not None and any(method in endpoint.methods for method in WRITE_METHODS)
 
     def validate_payload(self, data: Mapping[str, Any], method: str = "POST") -> None:
         """Check a POST/PUT body before the call: the endpoint takes ``method`` and every key is writable.
@@ -230,7 +230,7 @@ class FieldChecks:
             raise catalog_error(f"{self.qualified_name} does not take {verb}; it takes {', '.join(endpoint.methods)}.")
         writable = {name.lower(): name for name in endpoint.writable}
         bad = [key for key in data if key.lower() not in writable]
-        if not bad:
+        if not bad or not endpoint.names:  # no field list in the reference data: nothing to check against
             return
         lines = []
         suggestions: dict[str, list[str]] = {}

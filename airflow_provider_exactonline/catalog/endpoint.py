@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -50,25 +50,42 @@ class Endpoint:
     methods: tuple[str, ...]
     doc_url: str
     model: str  # picqer's model name (SyncTimestamp, BulkAccount)
-    fields: Mapping[str, str]  # name -> string | number | boolean | unknown
+    names: Sequence[str] = field(repr=False)  # field names, in Exact's order
     codes: str = field(repr=False)  # one type code per field, in field order
     key: str | None
     beta: bool
     division_in_path: bool
     select_required: bool
-    writable: frozenset[str]
+    writable_names: Sequence[str] | None = field(repr=False)  # fillable fields (None: read-only)
     mandatory_filter: tuple[str, ...] | None
     deprecated: bool
     replacement: str | None
     deprecation_note: str | None
-    lower_fields: Mapping[str, str] = field(repr=False)  # lower-case name -> catalog spelling
     descriptions_key: str = field(repr=False)  # whose descriptions these fields share (a path, lower case)
+
+    # Field maps are built on first use: a task process touches a handful of the 451 endpoints.
+
+    @functools.cached_property
+    def fields(self) -> Mapping[str, str]:
+        """Field name -> ``string`` | ``number`` | ``boolean`` | ``unknown``."""
+        return MappingProxyType(
+            {name: _KINDS.get(code, "number") for name, code in zip(self.names, self.codes, strict=True)}
+        )
+
+    @functools.cached_property
+    def lower_fields(self) -> Mapping[str, str]:
+        """Lower-case field name -> the catalog's spelling."""
+        return MappingProxyType({name.lower(): name for name in self.names})
+
+    @functools.cached_property
+    def writable(self) -> frozenset[str]:
+        return frozenset(self.writable_names or ())
 
     @functools.cached_property
     def field_info(self) -> Mapping[str, FieldInfo]:
         texts = _descriptions(self.descriptions_key)
         info: dict[str, FieldInfo] = {}
-        for position, (name, code) in enumerate(zip(self.fields, self.codes, strict=True)):
+        for position, (name, code) in enumerate(zip(self.names, self.codes, strict=True)):
             if code == NAVIGATION_CODE:
                 continue
             text = texts[position] if position < len(texts) else ""
@@ -77,7 +94,7 @@ class Endpoint:
 
     @property
     def navigation_fields(self) -> tuple[str, ...]:
-        return tuple(name for name, code in zip(self.fields, self.codes, strict=True) if code == NAVIGATION_CODE)
+        return tuple(name for name, code in zip(self.names, self.codes, strict=True) if code == NAVIGATION_CODE)
 
 
 def endpoint_from(
@@ -87,7 +104,6 @@ def endpoint_from(
     source = record if "f" in record or fallback is None else fallback
     names: list[str] = source.get("f", [])
     codes: str = source.get("t", "")
-    fields = MappingProxyType({name: _KINDS.get(code, "number") for name, code in zip(names, codes, strict=True)})
     doc = str(record["d"])
     writable = record.get("w")
     mandatory = record.get("mf")
@@ -96,18 +112,17 @@ def endpoint_from(
         methods=tuple(record["m"]),
         doc_url=doc if "://" in doc else doc_prefix + doc,
         model=record.get("mn", ""),
-        fields=fields,
+        names=names,
         codes=codes,
         key=record.get("k", names[0] if names else None),
         beta=bool(record.get("beta")),
         division_in_path=not record.get("nodiv"),
         select_required=kind != "std" or bool(record.get("sel")),
-        writable=frozenset(names if writable == 1 else writable or ()),
+        writable_names=names if writable == 1 else writable,
         mandatory_filter=None if mandatory is None else tuple(mandatory),
         deprecated=bool(record.get("dep")),
         replacement=record.get("rep"),
         deprecation_note=record.get("note"),
-        lower_fields=MappingProxyType({name.lower(): name for name in names}),
         descriptions_key=str(source["p"]).lower(),
     )
 
