@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,16 +20,6 @@ from airflow_provider_exactonline.exceptions import (
     ExactOnlineCatalogError,
     ExactOnlineUnknownEntity,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = next((d / "shared" / "data" for d in REPO_ROOT.parents if (d / "shared" / "data").is_dir()), Path("/-"))
-REFERENCE = DATA_DIR / "exact-online-endpoints-2025-12.json"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared reference data not present")
-
-
-@pytest.fixture(scope="module")
-def reference_endpoints() -> list[dict]:
-    return json.loads(REFERENCE.read_text(encoding="utf-8"))["endpoints"]
 
 
 def _variant_paths(variant: str) -> set[str]:
@@ -155,7 +143,6 @@ def test_bulk_and_sync_counts() -> None:
     assert len(_variant_paths("sync")) == 60  # 59 sync entities + sync/Deleted
 
 
-@needs_reference
 def test_linking_matches_the_reference_data(reference_endpoints: list[dict]) -> None:
     def relative(uri: str) -> str:
         return uri.removeprefix("beta/{division}/")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -17,18 +15,12 @@ from airflow_provider_exactonline.catalog import (
     sync_entities,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = next((d / "shared" / "data" for d in REPO_ROOT.parents if (d / "shared" / "data").is_dir()), Path("/-"))
-REFERENCE = DATA_DIR / "exact-online-endpoints-2025-12.json"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared reference data not present")
 LOGGER = "airflow_provider_exactonline.catalog"
 
 
-@needs_reference
-def test_every_one_of_the_451_endpoints_resolves_by_its_friendly_names() -> None:
-    endpoints = json.loads(REFERENCE.read_text(encoding="utf-8"))["endpoints"]
-    assert len(endpoints) == 451
-    for endpoint in endpoints:
+def test_every_one_of_the_451_endpoints_resolves_by_its_friendly_names(reference_endpoints: list[dict]) -> None:
+    assert len(reference_endpoints) == 451
+    for endpoint in reference_endpoints:
         path = endpoint["uri"].removeprefix("beta/{division}/")
         for name in (path, endpoint["model"]):
             found = resolve(name)
