@@ -72,8 +72,13 @@ class Rig:
         return rows
 
     def variable(self, key: str) -> dict[str, Any] | None:
-        rows = self.sql("SELECT val FROM variable WHERE key = %s", key)
-        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+        from cryptography.fernet import Fernet
+
+        rows = self.sql("SELECT val, is_encrypted FROM variable WHERE key = %s", key)
+        if not rows or not rows[0][0]:
+            return None
+        value, encrypted = rows[0]
+        return json.loads(Fernet(self.env["AIRFLOW__CORE__FERNET_KEY"]).decrypt(value) if encrypted else value)
 
     def lease_holder(self) -> str | None:
         """The worker (hostname) holding the refresh lease right now, if any."""
@@ -149,6 +154,8 @@ class Rig:
 
 def _settings(net: Network, api_port: int, api_forward: int, redis_port: int) -> dict[str, str]:
     """Airflow settings every process shares (the same config file on every machine)."""
+    from cryptography.fernet import Fernet
+
     return {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__DAGS_FOLDER": str(HERE / "dags"),
@@ -160,7 +167,8 @@ def _settings(net: Network, api_port: int, api_forward: int, redis_port: int) ->
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),  # the same on every machine
+        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),  # the same on every machine
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         "AIRFLOW__CELERY__BROKER_URL": f"redis://{net.host_ip}:{redis_port}/0",

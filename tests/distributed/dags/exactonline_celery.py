@@ -81,7 +81,7 @@ def exactonline_celery_export():
         entity="crm/Accounts",
         mode="full",
         format="jsonl",
-        select=["ID", "Code", "Name", "Timestamp"],
+        select=["ID", "Code", "Name", "City"],
         rows_per_part=2_000,
         path="{{ dag_run.conf['path'] }}",
         retries=1,
