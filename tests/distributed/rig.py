@@ -59,6 +59,7 @@ class Rig:
         self.workers: dict[str, Worker] = {}
         self.env: dict[str, str] = {}
         self.worker_env: dict[str, str] = {}
+        self.redis_url = ""  # the broker; also what the shared budget's Redis connection points at
 
     # ------------------------------------------------------------------------------------ database
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from integration.rotation_support import assert_rotation_healthy, free_port, summarize
+from integration.rotation_support import assert_rotation_healthy, free_port, run_airflow, summarize
 
 from .rig import CONN_ID, LEASE_TTL, LIFETIME, WORKERS, Rig
 
@@ -247,3 +247,39 @@ def test_network_cut_mid_export_is_retried_elsewhere_with_identical_output(rig: 
     cut_rows, clean_rows = _final_rows(base / "cut"), _final_rows(base / "clean")
     assert len(clean_rows) == 12_000
     assert cut_rows == clean_rows
+
+
+def _budget_supported() -> bool:
+    """True once the shared Redis budget (extra ``budget_redis_conn_id``, helper "budget") is in the package."""
+    package = Path(__file__).resolve().parents[2] / "airflow_provider_exactonline"
+    return any("budget_redis_conn_id" in path.read_text() for path in package.rglob("*.py"))
+
+
+@pytest.mark.skipif(
+    not _budget_supported(), reason="the shared budget (extra budget_redis_conn_id, branch `budget`) has not landed"
+)
+def test_shared_budget_across_three_hosts_gives_no_429(rig: Rig) -> None:
+    run_airflow(rig.env, "connections", "add", "exact_budget_redis", "--conn-uri", f"{rig.redis_url}/3")
+    tokens, now = rig.fake.issue_tokens(), time.time()  # a new chain, its own connection (the last scenario)
+    extra = {
+        "division": rig.fake.current_division,
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens["refresh_token"],
+        "token_expires_at": now + float(tokens["expires_in"]),
+        "token_obtained_at": now,
+        "budget_redis_conn_id": "exact_budget_redis",
+    }
+    conn = {"conn_type": "exactonline", "host": rig.fake.base_url, "login": rig.fake.client_id}
+    conn |= {"password": rig.fake.client_secret, "extra": extra}
+    run_airflow(rig.env, "connections", "add", "exact_budget", "--conn-json", json.dumps(conn))
+    rig.fake.minutely_limit = 60
+    before = rig.fake.responses_429
+    out = _outdir(rig, "budget")
+    conf = {"conn_id": "exact_budget", "count": 12, "duration": 70, "pause": 0.0, "out": str(out)}
+    run_id = rig.trigger(HAMMER, conf)
+    state = rig.wait_run(HAMMER, run_id, 300)
+    rig.fake.minutely_limit = None
+    results = _results(out)
+    assert state == "success" and {r["host"] for r in results} == set(WORKERS), rig.tasks(HAMMER, run_id)
+    assert rig.fake.responses_429 - before == 0
+    assert sum(r["calls"] for r in results) >= 60  # the budget was really spent, across three hosts
