@@ -17,7 +17,7 @@ import time
 import requests
 
 from airflow_provider_exactonline.testing import FakeExactOnline
-from airflow_provider_exactonline.testing.data import ENTITIES, field_types
+from airflow_provider_exactonline.testing.entities import ENTITIES, field_types
 
 
 def _peak_rss_mb() -> float:
