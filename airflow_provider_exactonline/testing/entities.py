@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_exactonline.catalog import resolve_path
+from airflow_provider_exactonline.catalog import all_entities, find_entity, resolve_path
 
 MAX_ROWS = 1_000_000
 
@@ -39,10 +39,20 @@ class EntityDef:
     numbers: frozenset[str] = frozenset()
     booleans: frozenset[str] = frozenset()
     navigation: tuple[str, ...] = ()
+    #: The catalog's name (``crm/Accounts``); generated rows of catalog-only entities are generic.
+    qualified_name: str = ""
+    generic: bool = False
+    deleted_code: int | None = None
+    int_key: bool = False
 
     @property
     def deleted_type(self) -> int | None:
-        return DELETED_ENTITY_TYPES.get(self.name)
+        return self.deleted_code if self.generic else DELETED_ENTITY_TYPES.get(self.name)
+
+    @property
+    def label(self) -> str:
+        """The catalog's qualified name (what write events carry)."""
+        return self.qualified_name or self.path
 
 
 _AUDIT = ("Created", "Creator", "CreatorFullName", "Division", "Modified", "Modifier", "ModifierFullName")
@@ -273,6 +283,7 @@ ENTITIES: tuple[EntityDef, ...] = (
 )
 
 _BY_NAME = {e.name.lower(): e for e in ENTITIES}
+_BY_QUALIFIED = {e.path.lower(): e for e in ENTITIES}
 _BY_PATH: dict[str, tuple[EntityDef, str]] = {}
 for _e in ENTITIES:
     _BY_PATH[_e.path.lower()] = (_e, "standard")
@@ -280,22 +291,121 @@ for _e in ENTITIES:
         _BY_PATH[_e.bulk_path.lower()] = (_e, "bulk")
     if _e.sync_path:
         _BY_PATH[_e.sync_path.lower()] = (_e, "sync")
+#: Generated rows of an entity nobody asked a count for: few, so serving every endpoint stays cheap.
+DEFAULT_ROWS = 5
+_WRITE_METHODS = ("POST", "PUT", "DELETE")
+#: Served by ``resources.py`` itself, not as catalog entities.
+SPECIAL_PATHS = frozenset({"sync/deleted", "read/sync/sync/synctimestamp", "current/me", "system/divisions"})
+
+
+def _key_field(spec: Any) -> str:
+    for variant in ("standard", "bulk"):
+        if spec.has_variant(variant) and spec.key_for(variant):
+            return str(spec.key_for(variant))
+    fields = list(spec.fields_for(spec.primary_variant))
+    return "ID" if "ID" in fields else (fields[0] if fields else "ID")
+
+
+@functools.cache
+def _from_spec(spec: Any) -> EntityDef:
+    """An ``EntityDef`` for a catalog entity; the seven built-in ones keep their realistic rows."""
+    builtin = _BY_QUALIFIED.get(spec.qualified_name.lower())
+    if builtin is not None:
+        return builtin
+    key = _key_field(spec)
+    methods: tuple[str, ...] = ("GET",)
+    if spec.has_variant("standard"):
+        methods = tuple(spec.methods_for("standard"))
+        if getattr(spec, "accepts_writes", True) is False:
+            methods = tuple(m for m in methods if m not in _WRITE_METHODS)
+    standard = spec.fields_for("standard") if spec.has_variant("standard") else {}
+    edm = edm_type_of(spec, spec.primary_variant, key)
+    return EntityDef(
+        spec.qualified_name,
+        spec.service,
+        spec.path or spec.variant_path(spec.primary_variant),
+        spec.bulk_path,
+        spec.sync_path,
+        key,
+        methods,
+        DEFAULT_ROWS,
+        7,
+        f"{spec.service}.{spec.name}".strip("."),
+        (),
+        (),
+        navigation=tuple(n for n, kind in standard.items() if kind == "unknown"),
+        qualified_name=spec.qualified_name,
+        generic=True,
+        deleted_code=spec.deleted_entity_type,
+        int_key=edm in ("Edm.Int16", "Edm.Int32", "Edm.Int64"),
+    )
+
+
+def spec_of(entity: EntityDef) -> Any | None:
+    """The catalog's ``EntitySpec`` of ``entity`` (None when the catalog lacks it)."""
+    return resolve_path(entity.path)[0]
+
+
+def catalog_entities() -> list[EntityDef]:
+    """Every entity the fake serves: one per catalog entity (the special endpoints excepted)."""
+    return [_from_spec(s) for s in all_entities() if s.qualified_name.lower() not in SPECIAL_PATHS]
 
 
 def entity_for_path(path: str) -> tuple[EntityDef, str] | None:
-    """``"sync/crm/accounts"`` -> ``(Accounts, "sync")`` (case-insensitive)."""
-    return _BY_PATH.get(path.strip("/").lower())
+    """``"sync/crm/accounts"`` -> ``(Accounts, "sync")`` (case-insensitive); any catalog endpoint path."""
+    text = path.strip("/").lower()
+    found = _BY_PATH.get(text)
+    if found is not None or text in SPECIAL_PATHS:
+        return found
+    spec, variant = resolve_path(text)
+    if spec is None or spec.variant_path(variant).lower() != text:
+        return None
+    return _from_spec(spec), variant
 
 
 def resolve_entity(name: str) -> EntityDef:
-    """``"Accounts"``, ``"crm/Accounts"``, ``"bulk/CRM/Accounts"`` -> the entity; ``KeyError`` otherwise."""
+    """``"Accounts"``, ``"crm/Accounts"``, ``"bulk/CRM/Accounts"`` or any catalog name -> the entity.
+
+    Raises ``KeyError`` for a name the catalog lacks."""
     found = entity_for_path(name)
     if found:
         return found[0]
+    spec = find_entity(name)
+    if spec is not None and spec.qualified_name.lower() not in SPECIAL_PATHS:
+        return _from_spec(spec)
     entity = _BY_NAME.get(name.strip("/").split("/")[-1].lower())
     if entity is None:
-        raise KeyError(f"the fake serves no entity {name!r}; it serves {', '.join(e.name for e in ENTITIES)}")
+        raise KeyError(
+            f"the fake serves no entity {name!r}; use a catalog name such as crm/Accounts (docs/endpoints.md)"
+        )
     return entity
+
+
+_NUMBER_EDM = {"number": "Edm.Int32", "boolean": "Edm.Boolean", "string": "Edm.String"}
+
+
+def edm_type_of(spec: Any, variant: str, name: str) -> str | None:
+    """The Edm type of one field: the catalog's ``field_info`` when it has one, else guessed from its kind."""
+    return edm_types(spec, variant).get(name)
+
+
+@functools.cache
+def edm_types(spec: Any, variant: str) -> dict[str, str | None]:
+    """``{field: "Edm.Guid" | "Edm.Int32" | ... | None}`` of a catalog endpoint (None: navigation/unknown)."""
+    info = getattr(spec, "field_info", None)
+    if info is not None:
+        return {n: getattr(f, "edm_type", None) for n, f in info(variant).items()}
+    out: dict[str, str | None] = {}
+    for name, kind in spec.fields_for(variant).items():
+        edm = _NUMBER_EDM.get(kind)
+        if kind == "string" and (name in ("ID", "Creator", "Modifier") or name.endswith("ID")):
+            edm = "Edm.Guid"
+        elif kind == "string" and (name in ("Created", "Modified") or name.endswith("Date")):
+            edm = "Edm.DateTime"
+        elif name == "Timestamp":
+            edm = "Edm.Int64"
+        out[name] = edm
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +432,7 @@ def field_types(entity: EntityDef, variant: str) -> dict[str, str | None]:
     """
     path = {"standard": entity.path, "bulk": entity.bulk_path, "sync": entity.sync_path}[variant] or entity.path
     found = _catalog_types(path)
-    if (found and entity.key in found) or (found and variant == "sync" and "ID" in found):
+    if entity.generic or (found and entity.key in found) or (found and variant == "sync" and "ID" in found):
         types = dict(found)
     else:
         types = {}

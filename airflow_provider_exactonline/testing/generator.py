@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_exactonline.testing.entities import MAX_ROWS, EntityDef
+from airflow_provider_exactonline.testing.typed_values import fill_generic
 
 # The row index is stored in a GUID's last 48 bits as (i * _MIX mod 2**48) XOR mask: a bijection,
 # so neighbouring rows do not share GUID tails and the index can be recovered exactly.
@@ -212,8 +213,12 @@ class Generator:
             "Modifier": self.user_id,
             "ModifierFullName": USER_NAME,
         }
-        make = getattr(self, "_" + entity.name.lower())
-        make(row, division, i, n, d, counts)
+        if entity.int_key:
+            row[entity.key] = i + 1
+        if entity.generic:
+            fill_generic(row, entity, i, n)
+        else:
+            getattr(self, "_" + entity.name.lower())(row, division, i, n, d, counts)
         return row
 
     def _ref(self, division: int, entity: str, i: int, counts: Mapping[str, int]) -> str | None:

@@ -145,7 +145,7 @@ def serialise(
             kind = f"Exact.Web.Api.Models.Sync.{entity.model}"
         else:
             path = entity.path if variant == "standard" else entity.bulk_path
-            uri = f"{base}{path}(guid'{key}')"
+            uri = f"{base}{path}({key})" if entity.int_key else f"{base}{path}(guid'{key}')"
             kind = f"Exact.Web.Api.Models.{entity.model}"
         out["__metadata"] = {"uri": uri, "type": kind}
         names, defaults, navigation = _plan(entity, variant, tuple(fields))

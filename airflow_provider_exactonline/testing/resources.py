@@ -23,6 +23,7 @@ from airflow_provider_exactonline.testing.odata import (
     serialise,
 )
 from airflow_provider_exactonline.testing.odata_query import fields_in, key_equals, lower_bound
+from airflow_provider_exactonline.testing.rules import check_mandatory_filter, sync_timestamp, writable_fields
 from airflow_provider_exactonline.testing.stores import DivisionData, EntityStore
 
 if TYPE_CHECKING:
@@ -132,6 +133,9 @@ class ODataApi:
                 count_only=count_only,
             )
         d = self.fake._data[division]
+        if lowered == "read/sync/sync/synctimestamp":
+            _only_get(method)
+            return document_response(headers, {"d": {"results": [sync_timestamp(d, params)]}}, "SyncTimestamp")
         if lowered == "sync/deleted":
             _only_get(method)
             return self._sync_listing(d, None, params, headers, base + resource, count_only)
@@ -139,7 +143,7 @@ class ODataApi:
         if found is None:
             raise ApiError(404, f"Resource not found: '{resource}'.")
         entity, variant = found
-        store = d.stores[entity.name]
+        store = d.store(entity)
         if method == "GET":
             if key is not None:
                 if variant != "standard":
@@ -152,8 +156,9 @@ class ODataApi:
             raise ApiError(405, f"Method {method} is not allowed on '{resource}'.")
         payload = json_body(body) if method in ("POST", "PUT") else {}
         types = field_types(entity, "standard")
+        writable = writable_fields(entity)
         for name in payload:
-            if name not in types and name != "__metadata":
+            if name != "__metadata" and name not in (writable if writable is not None else types):
                 raise ApiError(
                     400,
                     f"Error processing request stream. The property name '{name}' specified for type "
@@ -167,6 +172,7 @@ class ODataApi:
                 if payload.get(name) in (None, ""):
                     raise ApiError(400, f"Mandatory: {name}")
             row = d.create(store, payload, now)
+            self.fake._queue_write(d.division, entity, "Create", row)
             fields = (
                 list(types)
                 if "return=representation" in headers.get("prefer", "")
@@ -182,9 +188,11 @@ class ODataApi:
         if pos is None:
             raise ApiError(404, "Not found")
         if method == "PUT":
-            d.update(store, pos, payload, now)
+            self.fake._queue_write(d.division, entity, "Update", d.update(store, pos, payload, now))
         else:
+            row = d.row_at(store, pos) or {}
             d.delete(store, pos, now)
+            self.fake._queue_write(d.division, entity, "Delete", {**row, "Timestamp": d.last_timestamp})
         return Response(204)
 
     def _me_row(self, now: float) -> dict[str, Any]:
@@ -268,13 +276,17 @@ class ODataApi:
         types = field_types(entity, variant)
         fields = [] if count_only else select_fields(params, types, entity, required=variant == "bulk")
         predicate, filter_fields, node = filter_of(params, types, entity)
+        if self.fake.mandatory_filtering and not count_only:  # Exact's rule is documented for reads, not $count
+            check_mandatory_filter(entity, variant, filter_fields if node is not None else None)
         skiptoken = params.get("$skiptoken")
         start = 0
         if skiptoken:
             key = parse_key(skiptoken) or ""
             # A deleted row keeps its position, so paging resumes even if the last row was deleted.
             pos = store.created_keys.get(key)
-            if pos is None:
+            if pos is None and entity.int_key:
+                pos = int(key) - 1 if key.isdigit() else None
+            elif pos is None:
                 pos = self.fake._generator.index_of(d.division, entity.name, key)
                 if pos is not None and pos >= store.count:
                     pos = None
@@ -286,7 +298,7 @@ class ODataApi:
 
         def source() -> Iterator[tuple[str | None, dict[str, Any]]]:
             if pinned is not None:
-                pos = d.position_of(store, pinned)
+                pos = d.position_of(store, str(pinned))
                 rows = [] if pos is None or pos < start else [(pos, d.row_at(store, pos))]
             else:
                 rows = d.iter_natural(store, start)  # type: ignore[assignment]
@@ -297,7 +309,8 @@ class ODataApi:
                     probe = row if not filter_fields else {**{f: defaults.get(f) for f in filter_fields}, **row}
                     if not predicate(probe):
                         continue
-                yield f"guid'{row[entity.key]}'", row
+                key = row[entity.key]
+                yield (str(key) if entity.int_key else f"guid'{key}'"), row
 
         page = BULK_PAGE if variant == "bulk" else STANDARD_PAGE
         if count_only:

@@ -23,7 +23,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from airflow_provider_exactonline.clock import Clock, SystemClock
 from airflow_provider_exactonline.testing.admin import admin_response
-from airflow_provider_exactonline.testing.entities import MAX_ROWS, default_value, field_types, resolve_entity
+from airflow_provider_exactonline.testing.entities import (
+    MAX_ROWS,
+    EntityDef,
+    default_value,
+    field_types,
+    resolve_entity,
+)
+from airflow_provider_exactonline.testing.events import WriteEvent, WriteListener, WriteListeners
 from airflow_provider_exactonline.testing.faults import FaultInjector
 from airflow_provider_exactonline.testing.generator import Generator
 from airflow_provider_exactonline.testing.http import (
@@ -40,7 +47,7 @@ from airflow_provider_exactonline.testing.odata_query import FilterError
 from airflow_provider_exactonline.testing.resources import ODataApi
 from airflow_provider_exactonline.testing.stores import DivisionData, EntityStore
 
-__all__ = ["FakeExactOnline", "RequestRecord", "TokenCall"]
+__all__ = ["FakeExactOnline", "RequestRecord", "TokenCall", "WriteEvent"]
 
 DEFAULT_DIVISIONS = {1001: "Fake Company NL", 1002: "Fake Company BE"}
 
@@ -86,6 +93,7 @@ class FakeExactOnline:
         auto_approve: bool = False,
         seed: int = 0,
         sync_requires_select: bool = True,
+        mandatory_filtering: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -111,6 +119,8 @@ class FakeExactOnline:
         self.auto_approve = auto_approve
         self.seed = seed
         self.sync_requires_select = sync_requires_select
+        #: Refuse (400) an unfiltered collection GET on the standard/bulk endpoint of an entity with a sync twin.
+        self.mandatory_filtering = mandatory_filtering
 
         counts: dict[str, int] = {}
         for name, count in (rows or {}).items():
@@ -131,6 +141,7 @@ class FakeExactOnline:
         self._faults = FaultInjector(self._lock)
         self._api_resources = ODataApi(self)
         self._requests: list[RequestRecord] = []
+        self._write_listeners = WriteListeners()
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
@@ -290,7 +301,7 @@ class FakeExactOnline:
 
     def _store(self, entity: str, division: int | None) -> tuple[DivisionData, EntityStore]:
         d = self._division(division)
-        return d, d.stores[resolve_entity(entity).name]
+        return d, d.store(resolve_entity(entity))
 
     def records(self, entity: str, division: int | None = None) -> Iterator[dict[str, Any]]:
         """The current rows of ``entity`` (all fields, incl. ``Timestamp``), in creation order."""
@@ -329,7 +340,10 @@ class FakeExactOnline:
         """Create a row server-side (as another Exact user would); returns it with its new Timestamp."""
         with self._lock:
             d, store = self._store(entity, division)
-            return dict(d.create(store, dict(data or {}), self.clock.time()))
+            row = dict(d.create(store, dict(data or {}), self.clock.time()))
+            self._queue_write(d.division, store.entity, "Create", row)
+        self._write_listeners.emit()
+        return row
 
     def update_record(
         self, entity: str, division: int | None = None, key: str | None = None, data: Mapping[str, Any] | None = None
@@ -339,7 +353,10 @@ class FakeExactOnline:
             pos = d.position_of(store, key or "")
             if pos is None:
                 raise KeyError(f"no {store.entity.name} {key!r} in division {d.division}")
-            return dict(d.update(store, pos, dict(data or {}), self.clock.time()))
+            row = dict(d.update(store, pos, dict(data or {}), self.clock.time()))
+            self._queue_write(d.division, store.entity, "Update", row)
+        self._write_listeners.emit()
+        return row
 
     def delete_record(self, entity: str, division: int | None = None, key: str | None = None) -> dict[str, Any] | None:
         """Delete a row; returns its ``sync/Deleted`` entry (None for entities without an EntityType)."""
@@ -348,7 +365,24 @@ class FakeExactOnline:
             pos = d.position_of(store, key or "")
             if pos is None:
                 raise KeyError(f"no {store.entity.name} {key!r} in division {d.division}")
-            return d.delete(store, pos, self.clock.time())
+            row = d.row_at(store, pos) or {}
+            entry = d.delete(store, pos, self.clock.time())
+            self._queue_write(d.division, store.entity, "Delete", {**row, "Timestamp": d.last_timestamp})
+        self._write_listeners.emit()
+        return entry
+
+    # ------------------------------------------------------------------------------------------
+    # Write listeners (see ``events.WriteEvent``)
+
+    def add_write_listener(self, callback: WriteListener) -> None:
+        """Call ``callback(WriteEvent)`` after every successful write (API or ``create_record`` & co.)."""
+        self._write_listeners.add(callback)
+
+    def remove_write_listener(self, callback: WriteListener) -> None:
+        self._write_listeners.remove(callback)
+
+    def _queue_write(self, division: int, entity: EntityDef, action: str, row: Mapping[str, Any]) -> None:
+        self._write_listeners.queue(division, entity, action, row)
 
     def key_of(self, entity: str, index: int, division: int | None = None) -> str:
         """The GUID of generated row ``index`` (deterministic for a seed)."""
@@ -443,6 +477,7 @@ class FakeExactOnline:
             response = error_response(500, f"Fake server error: {type(err).__name__}: {err}", headers_ci)
         if not is_admin:
             self._log(method, path, parts.query, response.status, division)
+        self._write_listeners.emit()
         if fault is not None and fault.kind == "drop":
             handler.respond(response, truncate=True)
         else:
@@ -465,6 +500,8 @@ class FakeExactOnline:
                 response.headers.append(("WWW-Authenticate", 'Bearer error="invalid_token"'))
                 return response, None
             segments = [s for s in path[len("/api/v1/") :].split("/") if s]
+            if segments and segments[0].lower() == "beta":
+                segments = segments[1:]
             if len(segments) >= 2 and segments[0].lower() == "current":
                 division = self.current_division
                 resource = "/".join(segments)

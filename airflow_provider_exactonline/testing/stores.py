@@ -49,12 +49,28 @@ class DivisionData:
         self.name = name
         self.generator = generator
         self.counts = {e.name: int(rows.get(e.name, e.default_rows)) for e in ENTITIES}
-        self.stores = {
-            e.name: EntityStore(e, division, self.counts[e.name], _TS_START + e.slot * _TS_SLOT) for e in ENTITIES
-        }
+        self.counts.update(rows)
+        self.stores: dict[str, EntityStore] = {}
+        for e in ENTITIES:
+            self.store(e)
         self._next_ts = WRITE_TIMESTAMP_START
         self.deleted_log: list[dict[str, Any]] = []
         self.rng = random.Random(f"{generator.seed}:{division}:writes")
+
+    def store(self, entity: EntityDef) -> EntityStore:
+        """The entity's rows in this division, made on first use (so 451 endpoints cost nothing until read)."""
+        found = self.stores.get(entity.name)
+        if found is None:
+            count = int(self.counts.setdefault(entity.name, entity.default_rows))
+            found = self.stores[entity.name] = EntityStore(
+                entity, self.division, count, _TS_START + entity.slot * _TS_SLOT
+            )
+        return found
+
+    @property
+    def last_timestamp(self) -> int:
+        """The Timestamp the division's latest write took."""
+        return self._next_ts
 
     def next_timestamp(self) -> int:
         self._next_ts += 1
@@ -79,6 +95,11 @@ class DivisionData:
     def position_of(self, store: EntityStore, key: str) -> int | None:
         key = key.strip().strip("{}").lower()
         pos = store.created_keys.get(key)
+        if pos is None and store.entity.int_key:
+            i = int(key) - 1 if key.isdigit() else None
+            if i is None or i >= store.count:
+                return None
+            pos = i
         if pos is None:
             i = self.generator.index_of(self.division, store.entity.name, key)
             if i is None or i >= store.count:
@@ -129,7 +150,10 @@ class DivisionData:
         return full
 
     def create(self, store: EntityStore, data: Mapping[str, Any], now: float) -> dict[str, Any]:
-        key = str(data.get(store.entity.key) or self.new_guid()).lower()
+        if store.entity.int_key:
+            key: Any = int(data.get(store.entity.key) or store.positions + 1)
+        else:
+            key = str(data.get(store.entity.key) or self.new_guid()).lower()
         if store.entity.name == "Accounts" and isinstance(data.get("Code"), str) and data["Code"].strip():
             data = {**data, "Code": f"{data['Code'].strip():>18}"}
         row = self.full_row(store, {k: v for k, v in data.items() if k != "Timestamp"})
@@ -144,7 +168,7 @@ class DivisionData:
         row["CreatorFullName"] = USER_NAME
         pos = store.positions
         store.created += 1
-        store.created_keys[key] = pos
+        store.created_keys[str(key)] = pos
         store.overlay[pos] = row
         store.sync_log.append((self._stamp(row, now), pos))
         return row
