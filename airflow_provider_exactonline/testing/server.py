@@ -13,16 +13,14 @@ import contextlib
 import random
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from airflow_provider_exactonline.clock import Clock, SystemClock
-from airflow_provider_exactonline.testing.admin import admin_response
+from airflow_provider_exactonline.testing.dispatch import serve
 from airflow_provider_exactonline.testing.entities import (
     MAX_ROWS,
     EntityDef,
@@ -34,16 +32,10 @@ from airflow_provider_exactonline.testing.events import WriteEvent, WriteListene
 from airflow_provider_exactonline.testing.faults import FaultInjector
 from airflow_provider_exactonline.testing.generator import Generator
 from airflow_provider_exactonline.testing.http import (
-    ApiError,
     Handler,
-    Response,
-    error_response,
-    html_page,
-    json_bytes,
 )
-from airflow_provider_exactonline.testing.limits import RateLimiter, endpoint_key
+from airflow_provider_exactonline.testing.limits import RateLimiter
 from airflow_provider_exactonline.testing.oauth import OAuthServer, TokenCall
-from airflow_provider_exactonline.testing.odata_query import FilterError
 from airflow_provider_exactonline.testing.resources import ODataApi
 from airflow_provider_exactonline.testing.stores import DivisionData, EntityStore
 
@@ -423,106 +415,11 @@ class FakeExactOnline:
         return self._oauth.issue_tokens()
 
     # ------------------------------------------------------------------------------------------
-    # Request handling
+    # Request handling (see ``dispatch``)
 
     def _serve(self, handler: Handler, body: bytes) -> None:
-        method = handler.command
-        parts = urlsplit(handler.path)
-        path = parts.path
-        headers = {k: v for k, v in handler.headers.items()}
-        headers_ci = {k.lower(): v for k, v in headers.items()}
-        is_admin = path.startswith("/_fake/")
-        fault = None if is_admin else self._faults.take(handler.path)
-        if fault is not None and fault.kind == "drop" and fault.when == "before_response":
-            self._log(method, path, parts.query, 0, None)
-            handler.drop()
-            return
-        if fault is not None and fault.kind in ("fail", "html"):
-            response = (
-                html_page(fault.status, "Exact Online", "An error occurred. Please try again later.")
-                if fault.kind == "html"
-                else error_response(
-                    fault.status, "Service Unavailable" if fault.status == 503 else "Internal error", headers_ci
-                )
-            )
-            self._log(method, path, parts.query, response.status, None)
-            handler.respond(response)
-            return
-        if not is_admin:
-            fixed, jitter = self._faults.latency
-            if fixed or jitter:
-                time.sleep(fixed + random.uniform(0, jitter))
-        division: int | None = None
-        try:
-            lowered = path.lower()
-            if is_admin:
-                response = admin_response(self, method, path, parts.query, body)
-            elif lowered == "/api/oauth2/auth":
-                params = dict(parse_qsl(parts.query, keep_blank_values=True))
-                if method == "POST":
-                    params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-                response = self._oauth.auth_page(method, params)
-            elif lowered == "/api/oauth2/token":
-                if method != "POST":
-                    response = Response(405, json_bytes({"error": "invalid_request"}), "application/json")
-                else:
-                    response = self._oauth.token_endpoint(headers, body)
-                    if self._faults.token_delay:
-                        time.sleep(self._faults.token_delay)
-            elif lowered.startswith("/api/v1/"):
-                response, division = self._api(method, path, parts.query, headers_ci, body)
-            else:
-                response = html_page(404, "Not found", "The resource cannot be found.")
-        except Exception as err:  # a bug in the fake: answer 500 and keep serving
-            response = error_response(500, f"Fake server error: {type(err).__name__}: {err}", headers_ci)
-        if not is_admin:
-            self._log(method, path, parts.query, response.status, division)
-        self._write_listeners.emit()
-        if fault is not None and fault.kind == "drop":
-            handler.respond(response, truncate=True)
-        else:
-            handler.respond(response)
+        serve(self, handler, body)
 
     def _log(self, method: str, path: str, query: str, status: int, division: int | None) -> None:
         with self._lock:
             self._requests.append(RequestRecord(method, path, query, status, division, self.clock.time()))
-
-    def _api(
-        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[Response, int | None]:
-        now = self.clock.time()
-        auth = headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        with self._lock:
-            expires = self._oauth.access_tokens.get(token) if token else None
-            if expires is None or now >= expires:
-                response = error_response(401, "Unauthorized", headers)
-                response.headers.append(("WWW-Authenticate", 'Bearer error="invalid_token"'))
-                return response, None
-            segments = [s for s in path[len("/api/v1/") :].split("/") if s]
-            if segments and segments[0].lower() == "beta":
-                segments = segments[1:]
-            if len(segments) >= 2 and segments[0].lower() == "current":
-                division = self.current_division
-                resource = "/".join(segments)
-            else:
-                try:
-                    division = int(segments[0]) if segments else -1
-                except ValueError:
-                    return error_response(404, "Not found", headers), None
-                if division not in self._data:
-                    return error_response(403, "Forbidden: no access to this division", headers), None
-                resource = "/".join(segments[1:])
-            budget_key = (self.client_id, division, endpoint_key(resource))
-            state, refusal = self._limits.admit(budget_key, now, headers)
-            if refusal is not None:
-                return refusal, division
-            try:
-                response = self._api_resources.resource(method, division, resource, query, headers, body, now)
-            except ApiError as err:
-                response = error_response(err.status, err.message, headers, err.reason)
-            except FilterError as err:
-                response = error_response(400, str(err), headers)
-            response.headers += self._limits.headers(state)
-            self._limits.record_outcome(budget_key, response.status, now)
-            return response, division
