@@ -79,3 +79,17 @@ def test_sync_timestamp_turns_a_date_into_a_watermark() -> None:
         assert watermark > min(r["Timestamp"] for r in rows)  # it skips rows older than the date
         bad = api.get(fake.api_url("read/sync/Sync/SyncTimestamp"), timeout=10)
         assert bad.status_code == 400 and "endPoint" in bad.text
+
+
+def test_a_filter_on_a_field_outside_the_catalogs_list_is_refused_naming_the_allowed_ones() -> None:
+    spec = spec_of(next(e for e in catalog_entities() if e.label == "crm/Accounts"))
+    allowed = spec.mandatory_filter_fields("standard")  # type: ignore[union-attr]
+    assert allowed and "Website" not in allowed and "Name" in allowed
+    with FakeExactOnline(minutely_limit=None) as fake:
+        api = api_session(fake.issue_tokens()["access_token"])
+        refused = api.get(fake.api_url("crm/Accounts"), params={"$filter": "Website eq 'x'"}, timeout=10)
+        assert refused.status_code == 400
+        message = refused.json()["error"]["message"]["value"]
+        assert message == PREFIX + " parameter with one of the following fields in the url: " + ", ".join(allowed)
+        ok = api.get(fake.api_url("crm/Accounts"), params={"$filter": "Name ne 'x'", "$select": "ID"}, timeout=10)
+        assert ok.status_code == 200 and len(ok.json()["d"]["results"]) == 60
