@@ -17,7 +17,7 @@ import time
 import requests
 
 from airflow_provider_exactonline.testing import FakeExactOnline
-from airflow_provider_exactonline.testing.data import ENTITIES, field_types
+from airflow_provider_exactonline.testing.entities import ENTITIES, field_types
 
 
 def _peak_rss_mb() -> float:
@@ -58,6 +58,28 @@ def serialisation_only(fake: FakeExactOnline, fields: list[str], pages: int) -> 
     return (time.perf_counter() - started) / pages
 
 
+def memory_for_rows(rows: int) -> int:
+    """Peak traced bytes of a fake holding ``rows`` accounts and reading its first and last sync page."""
+    import tracemalloc
+
+    tracemalloc.start()
+    with FakeExactOnline(rows={"crm/Accounts": rows}, minutely_limit=None, daily_limit=None) as fake:
+        session = requests.Session()
+        session.headers.update(
+            {"Authorization": f"Bearer {fake.issue_tokens()['access_token']}", "Accept": "application/json"}
+        )
+        url = fake.api_url("sync/CRM/Accounts") + "?$select=ID,Timestamp,Name&$filter=Timestamp gt {}L"
+        first = fake.records("crm/Accounts")
+        base = next(first)["Timestamp"] - 1
+        for after in (base, base + rows - 1000):
+            response = session.get(url.format(after))
+            response.raise_for_status()
+            assert len(response.json()["d"]["results"]) == 1000
+        peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -83,6 +105,11 @@ def main() -> int:
                 f"({per_page / raw:3.1f}x)"
             )
     print(f"peak RSS (server + client in one process): {_peak_rss_mb():.0f} MB")
+    small, large = memory_for_rows(100_000), memory_for_rows(1_000_000)
+    print(
+        f"memory (traced peak, first + last sync page): 100,000 rows {small / 1e6:.1f} MB, "
+        f"1,000,000 rows {large / 1e6:.1f} MB, ratio {large / small:.2f}"
+    )
     return 0
 
 

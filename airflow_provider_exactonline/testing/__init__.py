@@ -5,6 +5,7 @@ Importing this package never imports Airflow. See ``docs/fake-server.md``.
 
 from __future__ import annotations
 
+from airflow_provider_exactonline.testing.events import WriteEvent
 from airflow_provider_exactonline.testing.server import FakeExactOnline, RequestRecord, TokenCall
 
-__all__ = ["FakeExactOnline", "RequestRecord", "TokenCall"]
+__all__ = ["FakeExactOnline", "RequestRecord", "TokenCall", "WriteEvent"]

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--clock-scale", type=float, default=1.0, help="run the fake's clock this many times faster")
     serve.add_argument("--clock-origin", type=float, default=None, help="ScaledClock origin (epoch s)")
     serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument(
+        "--no-mandatory-filtering",
+        action="store_true",
+        help="serve unfiltered standard/bulk reads of entities with a sync twin (Exact answers 400)",
+    )
     serve.add_argument("--latency", type=float, default=0.0, help="fixed latency per API call (seconds)")
     serve.add_argument("--url-file", type=Path, default=None, help="write the base URL here once serving")
     return parser
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         clock=clock,
         auto_approve=args.auto_approve,
         seed=args.seed,
+        mandatory_filtering=not args.no_mandatory_filtering,
     )
     if args.latency:
         fake.set_latency(args.latency)

@@ -40,7 +40,7 @@ def clock() -> ScaledClock:
 
 @pytest.fixture
 def fake(clock: ScaledClock) -> Iterator[FakeExactOnline]:
-    with FakeExactOnline(clock=clock, minutely_limit=None, daily_limit=None) as server:
+    with FakeExactOnline(clock=clock, mandatory_filtering=False, minutely_limit=None, daily_limit=None) as server:
         yield server
 
 

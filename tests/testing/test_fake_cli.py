@@ -22,6 +22,7 @@ def test_serve_command_and_admin_endpoints(tmp_path) -> None:  # type: ignore[no
             "--port",
             "0",
             "--auto-approve",
+            "--no-mandatory-filtering",
             "--rows",
             "crm/Accounts=7",
             "--access-token-lifetime",

@@ -25,7 +25,7 @@ ALL_HEADERS = {
 def limited(clock: ScaledClock) -> Iterator[FakeExactOnline]:
     # Start 5 s into a minute so a test's calls stay inside one minutely window.
     clock.advance(65 - clock.time() % 60)
-    with FakeExactOnline(clock=clock, minutely_limit=5, daily_limit=8) as fake:
+    with FakeExactOnline(clock=clock, mandatory_filtering=False, minutely_limit=5, daily_limit=8) as fake:
         yield fake
 
 
@@ -96,7 +96,7 @@ def test_me_counts_against_current_division(limited: FakeExactOnline) -> None:
 
 
 def test_error_budget_blocks_endpoint_for_an_hour(clock: ScaledClock) -> None:
-    with FakeExactOnline(clock=clock, error_budget=3, minutely_limit=None) as fake:
+    with FakeExactOnline(clock=clock, mandatory_filtering=False, error_budget=3, minutely_limit=None) as fake:
         session = api_session(fake.issue_tokens()["access_token"])
         for _ in range(3):
             assert session.get(fake.api_url("crm/Accounts"), params={"$select": "Nope"}).status_code == 400
@@ -118,7 +118,7 @@ def test_error_budget_off_by_default(fake: FakeExactOnline) -> None:
 
 def test_scaled_clock_minute_passes_fast() -> None:
     clock = ScaledClock(scale=120)
-    with FakeExactOnline(clock=clock, minutely_limit=1) as fake:
+    with FakeExactOnline(clock=clock, mandatory_filtering=False, minutely_limit=1) as fake:
         session = api_session(fake.issue_tokens()["access_token"])
         session.get(fake.api_url("crm/Accounts"))
         reset = int(session.get(fake.api_url("crm/Accounts")).headers["X-RateLimit-Minutely-Reset"]) / 1000

@@ -79,7 +79,7 @@ def test_requests_oauthlib_exchange_works(fake: FakeExactOnline, monkeypatch: py
 
 
 def test_auto_approve_redirects_without_page(clock: ScaledClock) -> None:
-    with FakeExactOnline(auto_approve=True, clock=clock) as fake:
+    with FakeExactOnline(auto_approve=True, clock=clock, mandatory_filtering=False) as fake:
         response = requests.get(
             fake.auth_url,
             params={"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code", "state": "s1"},
@@ -126,7 +126,7 @@ def test_bad_client_or_redirect_gives_error_page_without_redirect(
 
 
 def test_strict_redirect_list_rejects_other_loopback_ports(clock: ScaledClock) -> None:
-    with FakeExactOnline(allow_any_loopback_redirect=False, clock=clock) as fake:
+    with FakeExactOnline(allow_any_loopback_redirect=False, clock=clock, mandatory_filtering=False) as fake:
         bad = requests.get(
             fake.auth_url,
             params={"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "response_type": "code"},
@@ -191,7 +191,7 @@ def test_too_early_refresh_rejected_and_chain_kept(fake: FakeExactOnline, clock:
 
 
 def test_refresh_window_scales_with_lifetime(clock: ScaledClock) -> None:
-    with FakeExactOnline(access_token_lifetime=6, clock=clock) as fake:
+    with FakeExactOnline(access_token_lifetime=6, clock=clock, mandatory_filtering=False) as fake:
         token = fake.issue_tokens()
         assert token["expires_in"] == "6"
         clock.advance(5.5)  # 0.5 s left > 0.3 s window
@@ -201,7 +201,7 @@ def test_refresh_window_scales_with_lifetime(clock: ScaledClock) -> None:
 
 
 def test_unused_refresh_token_expires(clock: ScaledClock) -> None:
-    with FakeExactOnline(refresh_token_lifetime=3600, clock=clock) as fake:
+    with FakeExactOnline(refresh_token_lifetime=3600, clock=clock, mandatory_filtering=False) as fake:
         token = fake.issue_tokens()
         clock.advance(3601)
         response = refresh(fake, token["refresh_token"])
@@ -222,7 +222,7 @@ def test_wrong_secret_rejected(fake: FakeExactOnline, clock: ScaledClock) -> Non
 
 
 def test_token_endpoint_daily_cap(clock: ScaledClock) -> None:
-    with FakeExactOnline(token_calls_per_day=2, clock=clock) as fake:
+    with FakeExactOnline(token_calls_per_day=2, clock=clock, mandatory_filtering=False) as fake:
         for _ in range(2):
             token_call(fake, grant_type="refresh_token", refresh_token="nope")
         capped = token_call(fake, grant_type="refresh_token", refresh_token="nope")

@@ -55,7 +55,7 @@ def pages(session: requests.Session, url: str, params: dict[str, Any] | None = N
 def test_every_endpoint_pages_with_its_page_size(clock: ScaledClock, path: str, page: int, needs_select: bool) -> None:
     rows = 1001 if page == 1000 else 61
     entity = path.split("/")[-1]
-    with FakeExactOnline(clock=clock, rows={entity: rows}, minutely_limit=None) as fake:
+    with FakeExactOnline(clock=clock, mandatory_filtering=False, rows={entity: rows}, minutely_limit=None) as fake:
         session = api_session(fake.issue_tokens()["access_token"])
         key = (
             "InvoiceID"
@@ -76,7 +76,9 @@ def test_every_endpoint_pages_with_its_page_size(clock: ScaledClock, path: str, 
 
 
 def test_sync_100000_rows_in_exactly_100_pages(clock: ScaledClock) -> None:
-    with FakeExactOnline(clock=clock, rows={"crm/Accounts": 100_000}, minutely_limit=None) as fake:
+    with FakeExactOnline(
+        clock=clock, mandatory_filtering=False, rows={"crm/Accounts": 100_000}, minutely_limit=None
+    ) as fake:
         session = api_session(fake.issue_tokens()["access_token"])
         url = fake.api_url("sync/CRM/Accounts")
         got = pages(session, url, {"$select": "ID,Timestamp", "$filter": "Timestamp gt 1L"})
@@ -101,7 +103,9 @@ def test_next_link_is_absolute_with_skiptoken(api: requests.Session, fake: FakeE
 
 def test_million_rows_are_lazy(clock: ScaledClock) -> None:
     started = time.perf_counter()
-    with FakeExactOnline(clock=clock, rows={"crm/Accounts": 1_000_000, "logistics/Items": 1_000_000}) as fake:
+    with FakeExactOnline(
+        clock=clock, mandatory_filtering=False, rows={"crm/Accounts": 1_000_000, "logistics/Items": 1_000_000}
+    ) as fake:
         session = api_session(fake.issue_tokens()["access_token"])
         assert session.get(fake.api_url("crm/Accounts/$count")).text == "1000000"
         last_stamp = fake.records("crm/Accounts").__next__()["Timestamp"] + 999_998
@@ -117,7 +121,7 @@ def test_million_rows_are_lazy(clock: ScaledClock) -> None:
 
 def test_deterministic_per_seed_and_division(clock: ScaledClock) -> None:
     def first_page(seed: int, division: int) -> list[dict[str, Any]]:
-        with FakeExactOnline(clock=clock, seed=seed) as fake:
+        with FakeExactOnline(clock=clock, mandatory_filtering=False, seed=seed) as fake:
             session = api_session(fake.issue_tokens()["access_token"])
             rows = session.get(fake.api_url("crm/Accounts", division)).json()["d"]["results"]
             return [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]

@@ -33,7 +33,8 @@ def test_fake_never_imports_airflow() -> None:
         "import sys; from airflow_provider_exactonline.testing import FakeExactOnline; "
         "import airflow_provider_exactonline.testing.pytest_plugin; "
         "import urllib.request as u; f = FakeExactOnline().start(); t = f.issue_tokens()['access_token']; "
-        "r = u.urlopen(u.Request(f.api_url('bulk/CRM/Accounts?$select=ID'), headers={'Authorization': 'Bearer ' + t, "
+        "r = u.urlopen(u.Request(f.api_url('sync/CRM/Accounts?$select=ID&$filter=Timestamp%20gt%201L'), "
+        "headers={'Authorization': 'Bearer ' + t, "
         "'Accept': 'application/json'})); assert r.status == 200; f.stop(); "
         "assert 'airflow' not in sys.modules, 'airflow imported'"
     )
