@@ -1,7 +1,7 @@
 """ExactOnlineHook: Exact Online's REST API with tokens, rate limits, retries and typed errors.
 
-One hook = one connection, one ``requests.Session`` and one :class:`RateLimitState`. The
-hook is not thread-safe; give each thread its own.
+One hook = one connection, one ``requests.Session`` and one :class:`RateLimiter` (limits kept
+per division). The hook is not thread-safe; give each thread its own.
 
 What the hook does on every call (``request``):
 
@@ -47,7 +47,7 @@ from airflow_provider_exactonline.exceptions import (
     ExactOnlineResponseError,
     ExactOnlineServerError,
 )
-from airflow_provider_exactonline.ratelimit import RateLimitState
+from airflow_provider_exactonline.ratelimit import RateLimiter, RateLimitState, build_rate_limiter
 from airflow_provider_exactonline.transport import never_reached_server
 
 if TYPE_CHECKING:
@@ -56,8 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-#: Extra seconds (clock time) slept after a minutely reset, for clock skew with Exact's servers.
-RATE_LIMIT_MARGIN = 1.0
 #: How many 429 answers in a row one call may wait out before giving up.
 MAX_429_RETRIES = 3
 SNIPPET_LENGTH = 200
@@ -65,6 +63,13 @@ SNIPPET_LENGTH = 200
 _QUERY_SAFE = "$,'()/:*"
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
+_DIVISION_IN_PATH_RE = re.compile(r"/api/v1/(\d+)(?:/|$)")
+
+
+def division_of_url(url: str) -> int | None:
+    """The division in an API URL (``.../api/v1/{division}/...``), or None (``current/Me``, token calls)."""
+    match = _DIVISION_IN_PATH_RE.search(urlsplit(url).path)
+    return int(match.group(1)) if match else None
 
 
 def snippet(text: str, secrets: Iterable[str | None] = (), length: int = SNIPPET_LENGTH) -> str:
@@ -106,6 +111,17 @@ class _Transient(Exception):
         self.error = error
 
 
+@dataclasses.dataclass
+class _CallInfo:
+    """One ``request``: shared by all its attempts (one token swap and MAX_429_RETRIES waits per
+    request, not per attempt)."""
+
+    division: int | None
+    purpose: str
+    swapped: bool = False
+    tries_429: int = 0
+
+
 class ExactOnlineHook(BaseHook):
     """Talk to Exact Online's REST API through an ``exactonline`` connection.
 
@@ -118,6 +134,8 @@ class ExactOnlineHook(BaseHook):
     :param clock: time source for rate-limit waits and backoff (tests pass a ScaledClock).
     :param max_retries: retries after the first attempt for 5xx and connection errors.
     :param timeout: read timeout of an API call in seconds (connect timeout: at most 10 s).
+    :param rate_limiter: a :class:`~airflow_provider_exactonline.ratelimit.RateLimiter` (default:
+        :func:`~airflow_provider_exactonline.ratelimit.build_rate_limiter` for the connection).
     """
 
     conn_name_attr = "exactonline_conn_id"
@@ -137,6 +155,7 @@ class ExactOnlineHook(BaseHook):
         timeout: float = 60,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__()
         self.exactonline_conn_id = exactonline_conn_id
@@ -148,7 +167,7 @@ class ExactOnlineHook(BaseHook):
         self.timeout = float(timeout)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self._rate_limit = RateLimitState()
+        self._rate_limiter = rate_limiter
         self._api_calls = 0
         self._token_conn_id: str | None = None
 
@@ -182,6 +201,12 @@ class ExactOnlineHook(BaseHook):
         )
         return session
 
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        if self._rate_limiter is None:
+            self._rate_limiter = build_rate_limiter(self.config, extras_of(self.connection), clock=self.clock)
+        return self._rate_limiter
+
     def get_conn(self) -> requests.Session:
         return self.session
 
@@ -196,7 +221,8 @@ class ExactOnlineHook(BaseHook):
 
     @property
     def rate_limit(self) -> RateLimitState:
-        return self._rate_limit
+        """The last known limits of the hook's default division."""
+        return self.rate_limiter.state(self.division)
 
     @property
     def api_calls(self) -> int:
@@ -218,10 +244,16 @@ class ExactOnlineHook(BaseHook):
         json: Any = None,
         division: int | None = None,
         headers: Mapping[str, str] | None = None,
+        purpose: str | None = None,
     ) -> requests.Response:
-        """Make one API call (with the waits and retries described in the module docstring)."""
+        """Make one API call (with the waits and retries described in the module docstring).
+
+        ``purpose`` ("read", "write" or "admin") tells the rate limiter what the call is for;
+        default: "read" for GET, "write" for anything else.
+        """
         method = method.upper()
         url = self.url(path_or_url, division)
+        call = _CallInfo(division_of_url(url), purpose or ("read" if method == "GET" else "write"))
         self._check_host(url)
         query = self._encode_params(params)
         retryer = tenacity.Retrying(
@@ -235,9 +267,8 @@ class ExactOnlineHook(BaseHook):
             reraise=True,
         )
         # Shared by all attempts: one token swap and MAX_429_RETRIES waits per request, not per attempt.
-        budget = {"swapped": False, "tries_429": 0}
         try:
-            return retryer(self._call, method, url, query, json, dict(headers or {}), budget)
+            return retryer(self._call, method, url, query, json, dict(headers or {}), call)
         except _Transient as transient:
             raise transient.error from transient.__cause__
 
@@ -271,42 +302,13 @@ class ExactOnlineHook(BaseHook):
         items = [(key, value) for key, value in params.items() if value is not None]
         return urlencode(items, quote_via=quote, safe=_QUERY_SAFE) or None
 
-    def _respect_rate_limits(self) -> None:
-        now = self.clock.time()
-        state = self._rate_limit
-        if state.daily_exhausted(now):
-            raise self._daily_error()
-        wait = state.minutely_wait(now, RATE_LIMIT_MARGIN)
-        if wait > 0:
-            self.log.info("Exact Online minutely rate limit reached; waiting %.1fs for the reset", wait)
-            self.clock.sleep(wait)
-
-    def _daily_error(self, **kwargs: Any) -> ExactOnlineRateLimitExceeded:
-        reset_at = self._rate_limit.daily_reset
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset_at)) if reset_at else "an unknown time"
-        return ExactOnlineRateLimitExceeded(
-            f"Exact Online's daily API limit ({self._rate_limit.daily_limit or '?'} calls) for this app and "
-            f"division is spent; it resets at {when}. Reschedule the work after the reset.",
-            scope="daily",
-            reset_at=reset_at,
-            **kwargs,
-        )
-
-    def _wait_after_429(self, response: requests.Response) -> float:
-        now = self.clock.time()
-        reset = self._rate_limit.minutely_reset if self._rate_limit.has_minutely_headers(response.headers) else None
-        if reset is not None and reset > now:
-            return min(reset - now, 61.0) + RATE_LIMIT_MARGIN
-        # No (usable) headers: the minutely window restarts on the whole minute.
-        return 60.0 - (now % 60.0) + RATE_LIMIT_MARGIN
-
     def _call(
-        self, method: str, url: str, query: str | None, json: Any, headers: dict[str, str], budget: dict[str, Any]
+        self, method: str, url: str, query: str | None, json: Any, headers: dict[str, str], call: _CallInfo
     ) -> requests.Response:
         """One attempt as tenacity sees it (the 401 token swap and 429 waits happen inside)."""
         full_url = f"{url}{'&' if '?' in url else '?'}{query}" if query else url
         while True:
-            self._respect_rate_limits()
+            self.rate_limiter.before_call(call.division, purpose=call.purpose)
             token = self.token_manager.access_token()
             mask(token)
             started = time.monotonic()
@@ -322,8 +324,8 @@ class ExactOnlineHook(BaseHook):
             except requests.RequestException as err:
                 raise self._transport_error(method, full_url, err) from err
             self._api_calls += 1
-            self._rate_limit.update_from_headers(response.headers)
             status = response.status_code
+            self.rate_limiter.after_call(call.division, response.headers, status)
             self.log.debug(
                 "Exact Online %s %s -> %s (%.0f ms)",
                 method,
@@ -331,28 +333,30 @@ class ExactOnlineHook(BaseHook):
                 status,
                 (time.monotonic() - started) * 1000,
             )
-            if status == 401 and not budget["swapped"]:
-                budget["swapped"] = True
+            if status == 401 and not call.swapped:
+                call.swapped = True
                 new_token = self.token_manager.on_unauthorized(token)
                 if new_token and new_token != token:
                     self.log.info("Exact Online refused the access token; retrying once with a newer one")
                     continue
             if status == 429:
-                if self._rate_limit.daily_exhausted(self.clock.time()):
-                    raise self._daily_error(status_code=429, url=_loggable(full_url))
-                budget["tries_429"] += 1
-                if budget["tries_429"] > MAX_429_RETRIES:
+                try:
+                    wait = self.rate_limiter.wait_after_429(call.division, response.headers)
+                except ExactOnlineRateLimitExceeded as spent:
+                    spent.url = spent.url or _loggable(full_url)
+                    raise
+                call.tries_429 += 1
+                if call.tries_429 > MAX_429_RETRIES:
                     raise ExactOnlineRateLimitExceeded(
                         f"Exact Online kept answering HTTP 429 (too many requests) to {method} "
                         f"{_loggable(full_url)} after {MAX_429_RETRIES} waits for the minutely reset; other "
                         f"processes are probably using the same division. Retry later or spread the load.",
                         scope="minutely",
-                        reset_at=self._rate_limit.minutely_reset,
+                        reset_at=self.rate_limiter.state(call.division).minutely_reset,
                         status_code=429,
                         reason=response.headers.get("Reason"),
                         url=_loggable(full_url),
                     )
-                wait = self._wait_after_429(response)
                 self.log.warning("Exact Online answered 429; waiting %.1fs for the minutely reset", wait)
                 self.clock.sleep(wait)
                 continue
@@ -452,9 +456,16 @@ class ExactOnlineHook(BaseHook):
 
     # ------------------------------------------------------------------ generic API
 
-    def get(self, path_or_url: str, params: Mapping[str, Any] | str | None = None, division: int | None = None) -> Any:
+    def get(
+        self,
+        path_or_url: str,
+        params: Mapping[str, Any] | str | None = None,
+        division: int | None = None,
+        *,
+        purpose: str = "read",
+    ) -> Any:
         """GET and return JSON ``d``: a collection's dict (``results``, ``__next``), an object, or a list."""
-        response = self.request("GET", path_or_url, params=params, division=division)
+        response = self.request("GET", path_or_url, params=params, division=division, purpose=purpose)
         return self._d(response, "GET", response.url)
 
     # ------------------------------------------------------------------ entities
@@ -650,9 +661,9 @@ class ExactOnlineHook(BaseHook):
 
     # ------------------------------------------------------------------ account
 
-    def current_user(self) -> dict[str, Any]:
+    def current_user(self, *, purpose: str = "read") -> dict[str, Any]:
         """``current/Me``: the authorized user, including ``CurrentDivision``."""
-        d = self.get("current/Me")
+        d = self.get("current/Me", purpose=purpose)
         if isinstance(d, dict) and isinstance(d.get("results"), list):
             d = d["results"]
         if isinstance(d, list):
@@ -683,7 +694,7 @@ class ExactOnlineHook(BaseHook):
                 return False, (
                     f"not authorized yet: connect it at /exactonline or run `airflow-exactonline authorize {target}`"
                 )
-            me = self.current_user()
+            me = self.current_user(purpose="admin")
         except Exception as err:
             return False, redact(str(err))
         name = me.get("FullName") or me.get("UserName") or "unknown user"

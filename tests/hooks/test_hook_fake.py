@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-from hook_support import CLIENT_ID, CLIENT_SECRET, set_connection
+from hook_support import CLIENT_ID, CLIENT_SECRET, fake_hook, set_connection, token_extras
 
 from airflow_provider_exactonline.auth.token_state import TokenState
 from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
@@ -34,49 +31,6 @@ from airflow_provider_exactonline.testing import FakeExactOnline
 
 DIVISION = 1001  # the fake's first division
 ACCOUNT_FIELDS = "ID,Code,Name,Created,Modified"
-
-
-def token_extras(fake: FakeExactOnline, clock: Any, *, expires_in: float | None = None) -> dict[str, Any]:
-    """Fresh tokens from the fake as the connection's extras (what 'Connect to Exact Online' stores).
-
-    ``expires_in``: age the pair so that only this many seconds of its life are left, by moving the
-    shared clock forward (the fake and the hook then agree that the token is that old).
-    """
-    tokens = fake.issue_tokens()
-    now = clock.time()
-    lifetime = float(tokens["expires_in"])
-    extras = {
-        "access_token": tokens["access_token"],
-        "refresh_token": tokens["refresh_token"],
-        "token_expires_at": now + lifetime,
-        "token_obtained_at": now,
-    }
-    if expires_in is not None:
-        clock.advance(lifetime - expires_in)
-    return extras
-
-
-@contextmanager
-def fake_hook(
-    conn_id: str = "eo_fake",
-    *,
-    clock: Any = None,
-    division: int | None = DIVISION,
-    expires_in: float | None = None,
-    hook_kwargs: dict[str, Any] | None = None,
-    **fake_kwargs: Any,
-) -> Iterator[tuple[FakeExactOnline, ExactOnlineHook, InMemoryTokenStore]]:
-    """A started fake, a connection to it in an env var, and a hook with an in-memory token store."""
-    clock = clock or ScaledClock(scale=60)
-    fake_kwargs.setdefault("minutely_limit", None)
-    with FakeExactOnline(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, clock=clock, **fake_kwargs) as fake:
-        extras = token_extras(fake, clock, expires_in=expires_in)
-        if division is not None:
-            extras["division"] = division
-        set_connection(conn_id, host=fake.base_url, extra=extras)
-        store = InMemoryTokenStore(TokenState.from_extras(extras))
-        hook = ExactOnlineHook(conn_id, token_store=store, clock=clock, **(hook_kwargs or {}))
-        yield fake, hook, store
 
 
 pytestmark = pytest.mark.usefixtures("env_conns")

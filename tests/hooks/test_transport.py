@@ -1,0 +1,78 @@
+"""The hook's transport: every call goes through the rate limiter, keyed by the URL's division."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hook_support import FAKE_DIVISION, fake_hook
+
+from airflow_provider_exactonline.clock import ScaledClock
+from airflow_provider_exactonline.hooks.exactonline import division_of_url
+from airflow_provider_exactonline.ratelimit import LocalRateLimiter, RateLimitState
+
+pytestmark = pytest.mark.usefixtures("env_conns")
+
+OTHER_DIVISION = 1002  # the fake's second division
+
+
+class RecordingLimiter(LocalRateLimiter):
+    """The local limiter, recording what the hook told it."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock)
+        self.before: list[tuple[int | None, str]] = []
+        self.after: list[tuple[int | None, int]] = []
+
+    def before_call(self, division: int | None, *, purpose: str = "read") -> None:
+        self.before.append((division, purpose))
+        super().before_call(division, purpose=purpose)
+
+    def after_call(self, division: int | None, headers: Mapping[str, Any], status: int) -> None:
+        self.after.append((division, status))
+        super().after_call(division, headers, status)
+
+
+def test_division_of_url():
+    assert division_of_url("https://start.exactonline.nl/api/v1/202/crm/Accounts?$top=1") == 202
+    assert division_of_url("http://127.0.0.1:1/api/v1/current/Me") is None
+    assert division_of_url("http://127.0.0.1:1/api/v1/7") == 7
+
+
+def test_the_limiter_sees_each_calls_division_and_purpose():
+    clock = ScaledClock(scale=60)
+    limiter = RecordingLimiter(clock)
+    with fake_hook(clock=clock, rows={"crm/Accounts": 3}, hook_kwargs={"rate_limiter": limiter}) as (_, hook, _store):
+        hook.get("crm/Accounts", params={"$top": 1})
+        hook.get("crm/Accounts", params={"$top": 1}, division=OTHER_DIVISION)
+        created = hook.create("crm/Accounts", {"Code": "77", "Name": "Seam"})
+        hook.update("crm/Accounts", created["ID"], {"Name": "Seam 2"})
+        hook.current_user()
+        ok, message = hook.test_connection()
+        assert ok, message
+    assert limiter.before == [
+        (FAKE_DIVISION, "read"),
+        (OTHER_DIVISION, "read"),
+        (FAKE_DIVISION, "write"),
+        (FAKE_DIVISION, "write"),
+        (None, "read"),
+        (None, "admin"),
+    ]
+    assert [status for _, status in limiter.after] == [200, 200, 201, 204, 200, 200]
+    assert hook.rate_limiter is limiter and hook.rate_limit is limiter.state(FAKE_DIVISION)
+    assert hook.rate_limit.daily_remaining is not None
+
+
+def test_a_spent_minute_in_one_division_does_not_hold_back_another(manual_clock):
+    with fake_hook(clock=manual_clock, minutely_limit=3, rows={"crm/Accounts": 3}) as (fake, hook, _):
+        for _ in range(3):
+            hook.get("crm/Accounts", params={"$top": 1})
+        assert hook.rate_limit.minutely_remaining == 0 and manual_clock.sleeps == []
+        hook.get("crm/Accounts", params={"$top": 1}, division=OTHER_DIVISION)
+        assert manual_clock.sleeps == []  # the other division still had its minute
+        assert hook.rate_limiter.state(OTHER_DIVISION).minutely_remaining == 2
+        hook.get("crm/Accounts", params={"$top": 1})
+        assert len(manual_clock.sleeps) == 1  # the spent division waited for its reset
+        assert fake.responses_429 == 0
+        assert hook.rate_limiter.state(None) == RateLimitState()
