@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 import tenacity
+from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
 from airflow_provider_exactonline import __version__
@@ -60,6 +61,24 @@ def division_of_url(url: str) -> int | None:
     """The division in an API URL (``.../api/v1/{division}/...``), or None (``current/Me``, token calls)."""
     match = _DIVISION_IN_PATH_RE.search(urlsplit(url).path)
     return int(match.group(1)) if match else None
+
+
+def stored_in_metadata_db(conn_id: str) -> bool:
+    """True when the metadata DB has a connection ``conn_id``; False where the ORM is off limits
+    (task processes) or unreachable. Never raises."""
+    try:
+        from airflow_provider_exactonline.auth import process_context
+
+        if process_context.process_kind() != process_context.ORM:
+            return False
+        from airflow.models import Connection
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            return session.query(Connection.id).filter(Connection.conn_id == conn_id).first() is not None
+    except Exception as err:
+        log.debug("Could not look %s up in the metadata DB: %s", conn_id, type(err).__name__)
+        return False
 
 
 @dataclasses.dataclass
@@ -109,7 +128,17 @@ class ApiCalls(BaseHook):
 
     @cached_property
     def connection(self) -> Any:
-        return self.get_connection(self.exactonline_conn_id)
+        try:
+            return self.get_connection(self.exactonline_conn_id)
+        except AirflowNotFoundException as err:
+            if stored_in_metadata_db(self.exactonline_conn_id):
+                raise ExactOnlineConfigError(
+                    f"{err}: connection {self.exactonline_conn_id!r} is in the metadata DB, but this process "
+                    f"does not read connections from there. In a plain Python script set the environment "
+                    f"variable _AIRFLOW_PROCESS_CONTEXT=server (as the api-server and the CLI do), or run the "
+                    f"code as an Airflow task or through `airflow-exactonline`."
+                ) from err
+            raise
 
     @cached_property
     def config(self) -> ExactOnlineConfig:
@@ -193,7 +222,7 @@ class ApiCalls(BaseHook):
         retryer = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=tenacity.wait_exponential_jitter(
-                initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
+                multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
             ),
             retry=tenacity.retry_if_exception_type(Transient),
             sleep=self.clock.sleep,

@@ -15,6 +15,7 @@ from airflow_provider_exactonline.exceptions import (
     ExactOnlineBadRequest,
     ExactOnlineError,
     ExactOnlineNotFound,
+    ExactOnlineOutcomeUnknown,
     ExactOnlineResponseError,
     ExactOnlineServerError,
 )
@@ -22,6 +23,12 @@ from airflow_provider_exactonline.transport import never_reached_server
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 SNIPPET_LENGTH = 200
+
+#: Why a failed POST is not sent again, by the hook or by Airflow's task retries.
+_NOT_RESENT = (
+    "The request may have reached Exact Online, so it was not re-sent, and this error fails the task "
+    "without Airflow retries: check in Exact whether it took effect before repeating it."
+)
 
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
@@ -51,10 +58,8 @@ def transport_error(method: str, url: str, err: requests.RequestException) -> Ex
                 f"Could not reach Exact Online for {method} {loggable(url)} ({detail})", url=loggable(url)
             )
         )
-    return ExactOnlineServerError(
-        f"The connection failed during {method} {loggable(url)} ({detail}). The request may have reached "
-        f"Exact Online, so it was not re-sent: check in Exact whether it took effect before repeating it.",
-        url=loggable(url),
+    return ExactOnlineOutcomeUnknown(
+        f"The connection failed during {method} {loggable(url)} ({detail}). {_NOT_RESENT}", url=loggable(url)
     )
 
 
@@ -91,6 +96,9 @@ def http_error(response: requests.Response, method: str, url: str) -> ExactOnlin
         )
     elif status == 404:
         cls = ExactOnlineNotFound
+    elif status >= 500 and method not in IDEMPOTENT_METHODS:
+        cls = ExactOnlineOutcomeUnknown
+        message += f". {_NOT_RESENT}"
     elif status >= 500:
         cls = ExactOnlineServerError
     elif 300 <= status < 400:

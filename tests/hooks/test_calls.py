@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,8 @@ import pytest
 from hook_support import FAKE_DIVISION, fake_hook
 
 from airflow_provider_exactonline.clock import ScaledClock
-from airflow_provider_exactonline.hooks.exactonline import division_of_url
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook, division_of_url
 from airflow_provider_exactonline.ratelimit import LocalRateLimiter, RateLimitState
 
 pytestmark = pytest.mark.usefixtures("env_conns")
@@ -76,3 +78,40 @@ def test_a_spent_minute_in_one_division_does_not_hold_back_another(manual_clock)
         assert len(manual_clock.sleeps) == 1  # the spent division waited for its reset
         assert fake.responses_429 == 0
         assert hook.rate_limiter.state(None) == RateLimitState()
+
+
+def test_retries_use_tenacity_without_deprecated_arguments():
+    with fake_hook(rows={"crm/Accounts": 1}, hook_kwargs={"max_retries": 1, "backoff_initial": 0.01}) as (
+        fake,
+        hook,
+        _,
+    ):
+        fake.fail_next(1, status=503, path_contains="crm/Accounts")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        assert fake.count_requests("crm/Accounts") == 2
+
+
+def test_a_db_connection_unseen_by_a_plain_script_gets_the_process_context_hint(airflow_db, monkeypatch):
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("_AIRFLOW_PROCESS_CONTEXT", raising=False)
+    with create_session() as session:
+        session.add(Connection(conn_id="eo_only_in_db", conn_type="exactonline", host="nl", login="id", password="s"))
+    try:
+        with pytest.raises(ExactOnlineConfigError, match="_AIRFLOW_PROCESS_CONTEXT=server") as caught:
+            _ = ExactOnlineHook("eo_only_in_db").config
+        assert "eo_only_in_db" in str(caught.value) and "isn't defined" in str(caught.value)
+        # A connection that exists nowhere keeps Airflow's own error.
+        with pytest.raises(AirflowNotFoundException) as missing:
+            _ = ExactOnlineHook("eo_nowhere").config
+        assert not isinstance(missing.value, ExactOnlineConfigError)
+        # With the server context, the same DB connection is found.
+        monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")
+        assert ExactOnlineHook("eo_only_in_db").config.client_id == "id"
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "eo_only_in_db").delete()
