@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from airflow_provider_exactonline import odata
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineResponseError
-from airflow_provider_exactonline.hooks.calls import ApiCalls
+from airflow_provider_exactonline.hooks.calls import ApiCalls, division_of_url
 from airflow_provider_exactonline.hooks.errors import loggable, snippet
 
 if TYPE_CHECKING:
@@ -38,18 +38,43 @@ class PageOptions(QueryOptions, total=False):
     division: int | None
 
 
+class Target(NamedTuple):
+    """What a call addresses: the catalog entity (None for a raw path it lacks), the variant, the
+    path, and the division (None: the hook's default)."""
+
+    spec: Any
+    variant: str
+    path: str
+    division: int | None
+
+
 class Reads(ApiCalls):
     """Reading entities: :meth:`iter_pages`, :meth:`iter_records`, :meth:`count`."""
 
-    def _resolve(self, entity: str) -> tuple[Any, str, str]:
-        """``entity`` -> (catalog spec or None, variant, path). See :func:`catalog.resolve`: names the
-        catalog lacks raise :class:`ExactOnlineUnknownEntity`; raw paths (leading ``/``) always pass."""
-        if not str(entity).strip().strip("/"):
+    def _resolve(self, entity: str, division: int | None = None) -> Target:
+        """``entity`` -> :class:`Target`. See :func:`catalog.resolve`: names the catalog lacks raise
+        :class:`ExactOnlineUnknownEntity`; raw paths (leading ``/``, or a URL) always pass.
+
+        A raw path that names a division (``/api/v1/202/crm/Accounts``, a full URL) is read from that
+        division, never from the hook's default; a ``division`` argument that contradicts it raises.
+        """
+        text = str(entity).strip()
+        if not text.strip("/"):
             raise ExactOnlineConfigError("entity is empty; give a name such as 'crm/Accounts'")
         from airflow_provider_exactonline import catalog
 
-        spec, variant, path = catalog.resolve(str(entity))
-        return spec, variant, path
+        if text.startswith(("http://", "https://")):
+            self._check_host(text)
+        if text.startswith("/") or text.startswith(("http://", "https://")):
+            in_path = division_of_url(text)
+            if in_path is not None and division is not None and in_path != division:
+                raise ExactOnlineConfigError(
+                    f"{text!r} names division {in_path}, but division={division} was given; give the division "
+                    f"once (in the path or as division=...), so that no call reads another company's books"
+                )
+            division = in_path if in_path is not None else division
+        spec, variant, path = catalog.resolve(text)
+        return Target(spec, variant, path, division)
 
     def _entity_url(self, spec: Any, variant: str, path: str, division: int | None) -> str:
         if spec is None:
@@ -104,9 +129,18 @@ class Reads(ApiCalls):
         Entity and field names are checked against the catalog here, before any HTTP call (not
         lazily on the first ``next()``), so a typo fails where it was made.
         """
-        spec, variant, path = self._resolve(entity)
-        params = self._query(spec, variant, select=select, filter=filter, top=top, orderby=orderby, skip=skip)
-        return self._pages(self._entity_url(spec, variant, path, division), params, path, top)
+        target = self._resolve(entity, division)
+        params = self._collection_query(target, select=select, filter=filter, top=top, orderby=orderby, skip=skip)
+        url = self._entity_url(target.spec, target.variant, target.path, target.division)
+        return self._pages(url, params, target.path, top)
+
+    def _collection_query(self, target: Target, **options: Unpack[QueryOptions]) -> dict[str, Any]:
+        """:meth:`_query` for a collection GET, refused before the call when Exact's mandatory
+        filtering would answer it with HTTP 400 (one of the 10 errors an hour that block the app)."""
+        params = self._query(target.spec, target.variant, **options)
+        if target.spec is not None:
+            target.spec.check_mandatory_filter(params.get("$filter"), target.variant)
+        return params
 
     def _pages(self, url: str, params: dict[str, Any], path: str, top: int | None) -> Iterator[list[dict[str, Any]]]:
         next_url: str | None = url
@@ -152,9 +186,9 @@ class Reads(ApiCalls):
 
     def count(self, entity: str, *, filter: str | None = None, division: int | None = None) -> int:
         """``{entity}/$count``, optionally filtered."""
-        spec, variant, path = self._resolve(entity)
-        params = self._query(spec, variant, filter=filter)
-        url = f"{self._entity_url(spec, variant, path, division)}/$count"
+        target = self._resolve(entity, division)
+        params = self._collection_query(target, filter=filter)
+        url = f"{self._entity_url(target.spec, target.variant, target.path, target.division)}/$count"
         response = self.request("GET", url, params=params)
         text = response.text.strip()
         try:

@@ -1,4 +1,4 @@
-"""Single-record calls: get_record, create, update, delete."""
+"""Single-record calls: get_record, create, update, delete (payloads checked against the catalog first)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Writes(Reads):
     """One record by its key, and the writes (a POST is never re-sent once it may have arrived)."""
 
     def _key_url(self, entity: str, guid: Any, division: int | None) -> tuple[Any, str, str]:
-        spec, variant, path = self._resolve(entity)
+        spec, variant, path, division = self._resolve(entity, division)
         if spec is not None and variant != "standard":
             if not spec.has_variant("standard"):
                 raise ExactOnlineConfigError(
@@ -52,9 +52,11 @@ class Writes(Reads):
 
     def create(self, entity: str, data: Mapping[str, Any], *, division: int | None = None) -> dict[str, Any]:
         """POST a new record and return it as Exact stored it. Never re-sent once it may have arrived."""
-        spec, variant, path = self._resolve(entity)
+        spec, variant, path, division = self._resolve(entity, division)
         if spec is not None and variant != "standard" and spec.has_variant("standard"):
             variant, path = "standard", spec.path
+        if spec is not None:
+            spec.validate_payload(data, "POST")  # read-only endpoint or unwritable field: refused before the call
         url = self._entity_url(spec, variant, path, division)
         response = self.request("POST", url, json=dict(data), headers={"Prefer": "return=representation"})
         if response.status_code == 204 or not response.content:
@@ -66,7 +68,9 @@ class Writes(Reads):
 
     def update(self, entity: str, guid: Any, data: Mapping[str, Any], *, division: int | None = None) -> None:
         """PUT changed fields of one record (Exact answers 204)."""
-        _spec, _variant, url = self._key_url(entity, guid, division)
+        spec, _variant, url = self._key_url(entity, guid, division)
+        if spec is not None:
+            spec.validate_payload(data, "PUT")
         self.request("PUT", url, json=dict(data))
 
     def delete(self, entity: str, guid: Any, *, division: int | None = None) -> None:

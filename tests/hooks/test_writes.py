@@ -6,7 +6,12 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from hook_support import FAKE_DIVISION, fake_hook
 
-from airflow_provider_exactonline.exceptions import ExactOnlineOutcomeUnknown, ExactOnlineServerError
+from airflow_provider_exactonline.exceptions import (
+    ExactOnlineCatalogError,
+    ExactOnlineOutcomeUnknown,
+    ExactOnlineServerError,
+    ExactOnlineUnknownField,
+)
 
 pytestmark = pytest.mark.usefixtures("env_conns")
 
@@ -30,8 +35,19 @@ def test_create_answered_5xx_raises_outcome_unknown_but_a_put_stays_retryable():
         assert isinstance(caught.value, AirflowFailException) and caught.value.status_code == 503
         assert fake.count_requests("crm/Accounts", method="POST") == 1
 
-        record = next(hook.iter_records("Accounts", select="ID"))
+        record = next(hook.iter_records("Accounts", select="ID", filter="Blocked eq false"))
         fake.fail_next(1, status=503, path_contains="crm/Accounts")
         with pytest.raises(ExactOnlineServerError) as put_failed:
             hook.update("Accounts", record["ID"], {"Name": "Renamed"})
         assert not isinstance(put_failed.value, (AirflowFailException, ExactOnlineOutcomeUnknown))
+
+
+def test_payloads_are_checked_against_the_catalog_before_post_and_put():
+    with fake_hook(rows={"crm/Accounts": 1}) as (fake, hook, _):
+        with pytest.raises(ExactOnlineUnknownField, match="Nmae"):
+            hook.create("Accounts", {"Nmae": "Typo BV", "Code": "TYPO"})
+        with pytest.raises(ExactOnlineUnknownField, match="Nmae"):
+            hook.update("Accounts", "00000000-0000-4000-8000-000000000000", {"Nmae": "Typo BV"})
+        with pytest.raises(ExactOnlineCatalogError, match="read-only"):
+            hook.create("system/Divisions", {"Code": 1})
+        assert fake.requests == []
