@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -158,10 +159,17 @@ class ApiCalls(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
+        """One session per hook. The environment's proxy and CA settings (``HTTPS_PROXY``, ``NO_PROXY``,
+        ``REQUESTS_CA_BUNDLE``) are read once here, not scanned again by requests on every call."""
         session = requests.Session()
         session.headers.update(
             {"Accept": "application/json", "User-Agent": f"airflow-provider-exactonline/{__version__}"}
         )
+        session.proxies.update(requests.utils.get_environ_proxies(self.config.base_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+        session.trust_env = False  # settled above; netrc credentials are never wanted (we send a bearer token)
         return session
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 from airflow_provider_exactonline.auth.masking import redact
@@ -115,7 +116,11 @@ def http_error(response: requests.Response, method: str, url: str) -> ExactOnlin
 
 def json_of(response: requests.Response, method: str, url: str) -> Any:
     try:
-        return response.json()
+        return orjson.loads(response.content)  # a 1,000-row page decodes several times faster than with json
+    except ValueError:  # orjson.JSONDecodeError is a ValueError
+        pass
+    try:
+        return response.json()  # other encodings (a BOM, UTF-16), as requests detects them
     except ValueError:
         kind = response.headers.get("Content-Type", "no content type")
         raise ExactOnlineResponseError(

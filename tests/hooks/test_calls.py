@@ -115,3 +115,20 @@ def test_a_db_connection_unseen_by_a_plain_script_gets_the_process_context_hint(
     finally:
         with create_session() as session:
             session.query(Connection).filter(Connection.conn_id == "eo_only_in_db").delete()
+
+
+def test_proxy_settings_are_read_once_per_session_and_honour_no_proxy(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    with fake_hook(rows={"crm/Accounts": 1}) as (fake, hook, _):
+        session = hook.session
+        assert session.trust_env is False  # requests no longer scans the environment on every call
+        assert session.proxies.get("http") == "http://proxy.invalid:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with fake_hook(rows={"crm/Accounts": 1}) as (fake, hook, _):
+        assert hook.session.proxies == {}  # the fake on 127.0.0.1 bypasses the proxy, as NO_PROXY says
+        assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        monkeypatch.setenv("NO_PROXY", "")  # changed later: the session keeps what it resolved
+        assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        assert fake.count_requests("crm/Accounts") == 2
