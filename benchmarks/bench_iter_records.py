@@ -69,26 +69,29 @@ def start_fake(rows: int) -> tuple[subprocess.Popen[str], str]:
     return proc, base_url
 
 
-def run(rows: int) -> dict[str, Any]:
+def _hook(base_url: str, conn_id: str) -> Any:
     from airflow_provider_exactonline.auth.token_state import TokenState
     from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
     from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
 
+    tokens = requests.post(f"{base_url}/_fake/issue_tokens", timeout=10).json()
+    now = time.time()
+    extras = {
+        "division": 1001,
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens["refresh_token"],
+        "token_expires_at": now + float(tokens["expires_in"]),
+        "token_obtained_at": now,
+    }
+    connection = {"conn_type": "exactonline", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection | {"extra": extras})
+    return ExactOnlineHook(conn_id, token_store=InMemoryTokenStore(TokenState.from_extras(extras)))
+
+
+def run(rows: int) -> dict[str, Any]:
     proc, base_url = start_fake(rows)
     try:
-        tokens = requests.post(f"{base_url}/_fake/issue_tokens", timeout=10).json()
-        now = time.time()
-        extras = {
-            "division": 1001,
-            "access_token": tokens["access_token"],
-            "refresh_token": tokens["refresh_token"],
-            "token_expires_at": now + float(tokens["expires_in"]),
-            "token_obtained_at": now,
-        }
-        conn_id = f"bench_{rows}"
-        connection = {"conn_type": "exactonline", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
-        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection | {"extra": extras})
-        hook = ExactOnlineHook(conn_id, token_store=InMemoryTokenStore(TokenState.from_extras(extras)))
+        hook = _hook(base_url, f"bench_{rows}")
         # Warm up (connection, config, token manager, catalog, HTTP pool, JSON decoder): one page.
         list(hook.iter_pages(ENTITY, select=SELECT, top=PAGE))
 
@@ -119,25 +122,6 @@ def run(rows: int) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _hook(base_url: str, conn_id: str) -> Any:
-    from airflow_provider_exactonline.auth.token_state import TokenState
-    from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
-    from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
-
-    tokens = requests.post(f"{base_url}/_fake/issue_tokens", timeout=10).json()
-    now = time.time()
-    extras = {
-        "division": 1001,
-        "access_token": tokens["access_token"],
-        "refresh_token": tokens["refresh_token"],
-        "token_expires_at": now + float(tokens["expires_in"]),
-        "token_obtained_at": now,
-    }
-    connection = {"conn_type": "exactonline", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection | {"extra": extras})
-    return ExactOnlineHook(conn_id, token_store=InMemoryTokenStore(TokenState.from_extras(extras)))
 
 
 def cpu_per_page(rows: int) -> dict[str, float]:
