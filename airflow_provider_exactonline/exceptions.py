@@ -127,11 +127,13 @@ class ExactOnlineResponseError(ExactOnlineError):
     """Exact answered with something that is not the JSON we expect (HTML page, truncated body)."""
 
 
-class ExactOnlineOutcomeUnknown(ExactOnlineError, AirflowFailException):
-    """A non-idempotent call (POST) failed after it may have reached Exact Online.
+class ExactOnlineOutcomeUnknown(ExactOnlineServerError, AirflowFailException):
+    """A non-idempotent call (POST) failed after it may have reached Exact Online (a 5xx answer, or
+    the connection failed after sending); raised by the hook itself.
 
     An ``AirflowFailException``: Airflow does not retry the task, because a retry would send the
     call again and might create a second record. Check in Exact whether it took effect first.
+    (A server error too, so ``except ExactOnlineServerError`` still sees it.)
     """
 
 

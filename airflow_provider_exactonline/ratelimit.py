@@ -1,4 +1,4 @@
-"""Exact Online's rate-limit headers, kept per hook.
+"""Exact Online's rate limits: the headers, and the limiter every API call goes through.
 
 Exact sends six headers on every API answer (resets are UTC epoch **milliseconds**)::
 
@@ -8,17 +8,31 @@ Exact sends six headers on every API answer (resets are UTC epoch **milliseconds
 A 429 carries only the minutely headers, and some 429s carry none. A missing or unreadable header
 means "unknown", never 0, and a known value is forgotten once its reset time has passed.
 
-The state is per process (per hook). Exact counts per division across *all* callers, so other
-workers, DAGs or apps sharing the division spend the same budget without this process seeing it:
-the pre-call wait keeps one worker inside the limit, and waiting on a 429 is the safety net for
-the rest.
+Exact counts per app **per division** across *all* callers. The hook talks to a
+:class:`RateLimiter` (``before_call`` / ``after_call`` / ``wait_after_429``) keyed by division;
+:class:`LocalRateLimiter` keeps one :class:`RateLimitState` per division in this process, so
+other workers sharing the division spend the same budget without this process seeing it: the
+pre-call wait keeps one process inside the limit, and waiting on a 429 is the safety net for the
+rest. :func:`build_rate_limiter` is the one place that picks the limiter for a connection.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
+
+from airflow_provider_exactonline.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds (clock time) slept after a minutely reset, for clock skew with Exact's servers.
+RATE_LIMIT_MARGIN = 1.0
+#: What a call is for: reads may be held back to keep a reserve for writes and for the
+#: interactive Test button / Connect ("admin").
+Purpose = Literal["read", "write", "admin"]
 
 DAILY_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 MINUTELY_HEADERS = ("X-RateLimit-Minutely-Limit", "X-RateLimit-Minutely-Remaining", "X-RateLimit-Minutely-Reset")
@@ -94,3 +108,78 @@ class RateLimitState:
             return 0.0
         wait = self.minutely_reset - now
         return wait + margin if wait > 0 else 0.0
+
+
+def daily_limit_error(state: RateLimitState, **kwargs: Any) -> Any:
+    """The typed "day is spent" error (imported lazily: the exceptions module imports Airflow)."""
+    from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
+
+    reset_at = state.daily_reset
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset_at)) if reset_at else "an unknown time"
+    return ExactOnlineRateLimitExceeded(
+        f"Exact Online's daily API limit ({state.daily_limit or '?'} calls) for this app and "
+        f"division is spent; it resets at {when}. Reschedule the work after the reset.",
+        scope="daily",
+        reset_at=reset_at,
+        **kwargs,
+    )
+
+
+class RateLimiter(Protocol):
+    """What the hook asks before and tells after every API call. ``division`` is the division in
+    the call's URL (``None`` for division-less calls such as ``current/Me``)."""
+
+    def before_call(self, division: int | None, *, purpose: str = "read") -> None:
+        """Sleep (via the clock) until a call may go; raise ``ExactOnlineRateLimitExceeded``
+        (``scope="daily"``, ``reset_at``) when the day's budget is spent."""
+
+    def after_call(self, division: int | None, headers: Mapping[str, Any], status: int) -> None:
+        """Feed every answer's ``X-RateLimit-*`` headers (also those of errors and 429s)."""
+
+    def wait_after_429(self, division: int | None, headers: Mapping[str, Any]) -> float:
+        """Seconds to wait after a 429 (``after_call`` has already seen its headers); raises the
+        daily error when the 429 is because the day is spent."""
+
+    def state(self, division: int | None) -> RateLimitState:
+        """The last known limits of ``division``."""
+
+
+class LocalRateLimiter:
+    """Per-process limits, one :class:`RateLimitState` per division, waits on ``clock``."""
+
+    def __init__(self, clock: Clock, *, margin: float = RATE_LIMIT_MARGIN) -> None:
+        self.clock = clock
+        self.margin = margin
+        self._states: dict[int | None, RateLimitState] = {}
+
+    def state(self, division: int | None) -> RateLimitState:
+        return self._states.setdefault(division, RateLimitState())
+
+    def before_call(self, division: int | None, *, purpose: str = "read") -> None:
+        state = self.state(division)
+        now = self.clock.time()
+        if state.daily_exhausted(now):
+            raise daily_limit_error(state)
+        wait = state.minutely_wait(now, self.margin)
+        if wait > 0:
+            log.info("Exact Online minutely rate limit reached; waiting %.1fs for the reset", wait)
+            self.clock.sleep(wait)
+
+    def after_call(self, division: int | None, headers: Mapping[str, Any], status: int) -> None:
+        self.state(division).update_from_headers(headers)
+
+    def wait_after_429(self, division: int | None, headers: Mapping[str, Any]) -> float:
+        state = self.state(division)
+        now = self.clock.time()
+        if state.daily_exhausted(now):
+            raise daily_limit_error(state, status_code=429)
+        reset = state.minutely_reset if state.has_minutely_headers(headers) else None
+        if reset is not None and reset > now:
+            return min(reset - now, 61.0) + self.margin
+        # No (usable) headers: the minutely window restarts on the whole minute.
+        return 60.0 - (now % 60.0) + self.margin
+
+
+def build_rate_limiter(config: Any, conn_extras: Mapping[str, Any], *, clock: Clock) -> RateLimiter:
+    """The limiter for one connection (``config`` is its ExactOnlineConfig). Per-process for now."""
+    return LocalRateLimiter(clock)

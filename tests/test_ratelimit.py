@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import pytest
 from requests.structures import CaseInsensitiveDict
 
-from airflow_provider_exactonline.ratelimit import RateLimitState
+from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
+from airflow_provider_exactonline.ratelimit import (
+    RATE_LIMIT_MARGIN,
+    LocalRateLimiter,
+    RateLimitState,
+    build_rate_limiter,
+)
 
 NOW = 1_700_000_000.0
 
@@ -60,3 +67,59 @@ def test_daily_exhausted_only_before_its_reset():
     state.update_from_headers(_all(daily_remaining=0))
     assert state.daily_exhausted(NOW)
     assert not state.daily_exhausted(1_700_006_400.0)
+
+
+# ---------------------------------------------------------------- the limiter seam
+
+
+class _Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_local_limiter_keeps_one_state_per_division():
+    clock = _Clock()
+    limiter = LocalRateLimiter(clock)
+    limiter.after_call(1, _all(minutely_remaining=0), 200)
+    limiter.after_call(2, _all(minutely_remaining=30), 200)
+    limiter.before_call(2)  # division 2 still has budget: no wait
+    assert clock.sleeps == []
+    limiter.before_call(1, purpose="write")  # division 1 is spent until the reset at NOW + 40 s
+    assert clock.sleeps == [41.0]
+    assert limiter.state(2).minutely_remaining == 30 and limiter.state(None) == RateLimitState()
+
+
+def test_local_limiter_raises_daily_before_the_call_and_after_a_429():
+    clock = _Clock()
+    limiter = LocalRateLimiter(clock)
+    limiter.after_call(7, _all(daily_remaining=0), 200)
+    with pytest.raises(ExactOnlineRateLimitExceeded) as info:
+        limiter.before_call(7)
+    assert info.value.scope == "daily" and info.value.reset_at == 1_700_006_400.0
+    with pytest.raises(ExactOnlineRateLimitExceeded) as after_429:
+        limiter.wait_after_429(7, {})
+    assert after_429.value.status_code == 429 and "resets at" in str(after_429.value)
+    limiter.before_call(8)  # another division is not affected
+
+
+def test_wait_after_429_uses_the_minutely_reset_or_the_next_whole_minute():
+    clock = _Clock()
+    limiter = LocalRateLimiter(clock)
+    minutely = {k: v for k, v in _all(minutely_remaining=0).items() if "Minutely" in k}
+    limiter.after_call(1, minutely, 429)
+    assert limiter.wait_after_429(1, minutely) == 41.0  # reset NOW + 40 s, plus the 1 s margin
+    clock.now = 1_700_000_030.0
+    assert limiter.wait_after_429(2, {}) == 60.0 - (clock.now % 60.0) + RATE_LIMIT_MARGIN
+
+
+def test_build_rate_limiter_is_local_for_now():
+    limiter = build_rate_limiter(None, {}, clock=_Clock())
+    assert isinstance(limiter, LocalRateLimiter)

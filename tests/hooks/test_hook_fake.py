@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-from hook_support import CLIENT_ID, CLIENT_SECRET, set_connection
+from hook_support import CLIENT_ID, CLIENT_SECRET, fake_hook, set_connection, token_extras
 
 from airflow_provider_exactonline.auth.token_state import TokenState
 from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
@@ -34,49 +31,8 @@ from airflow_provider_exactonline.testing import FakeExactOnline
 
 DIVISION = 1001  # the fake's first division
 ACCOUNT_FIELDS = "ID,Code,Name,Created,Modified"
-
-
-def token_extras(fake: FakeExactOnline, clock: Any, *, expires_in: float | None = None) -> dict[str, Any]:
-    """Fresh tokens from the fake as the connection's extras (what 'Connect to Exact Online' stores).
-
-    ``expires_in``: age the pair so that only this many seconds of its life are left, by moving the
-    shared clock forward (the fake and the hook then agree that the token is that old).
-    """
-    tokens = fake.issue_tokens()
-    now = clock.time()
-    lifetime = float(tokens["expires_in"])
-    extras = {
-        "access_token": tokens["access_token"],
-        "refresh_token": tokens["refresh_token"],
-        "token_expires_at": now + lifetime,
-        "token_obtained_at": now,
-    }
-    if expires_in is not None:
-        clock.advance(lifetime - expires_in)
-    return extras
-
-
-@contextmanager
-def fake_hook(
-    conn_id: str = "eo_fake",
-    *,
-    clock: Any = None,
-    division: int | None = DIVISION,
-    expires_in: float | None = None,
-    hook_kwargs: dict[str, Any] | None = None,
-    **fake_kwargs: Any,
-) -> Iterator[tuple[FakeExactOnline, ExactOnlineHook, InMemoryTokenStore]]:
-    """A started fake, a connection to it in an env var, and a hook with an in-memory token store."""
-    clock = clock or ScaledClock(scale=60)
-    fake_kwargs.setdefault("minutely_limit", None)
-    with FakeExactOnline(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, clock=clock, **fake_kwargs) as fake:
-        extras = token_extras(fake, clock, expires_in=expires_in)
-        if division is not None:
-            extras["division"] = division
-        set_connection(conn_id, host=fake.base_url, extra=extras)
-        store = InMemoryTokenStore(TokenState.from_extras(extras))
-        hook = ExactOnlineHook(conn_id, token_store=store, clock=clock, **(hook_kwargs or {}))
-        yield fake, hook, store
+#: Exact's mandatory filtering refuses an unfiltered collection read of crm/Accounts; this filter keeps every row.
+EVERY_ACCOUNT = "Blocked eq false"
 
 
 pytestmark = pytest.mark.usefixtures("env_conns")
@@ -99,7 +55,9 @@ def test_100k_sync_rows_take_exactly_100_calls():
         assert hook.api_calls == 100
         # __next was followed verbatim: every call after the first carries the server's $skiptoken.
         queries = [r.query for r in fake.requests]
-        assert "$skiptoken" not in queries[0] and all("$skiptoken=" in q for q in queries[1:])
+        assert "$skiptoken" not in queries[0] and all("$skiptoken=" in q for q in queries[1:]), [
+            (r.path, r.query) for r in fake.requests if "$skiptoken=" not in r.query
+        ]
 
 
 def test_500_calls_with_minutely_limit_60_get_no_429():
@@ -119,13 +77,13 @@ def test_500_calls_with_minutely_limit_60_get_no_429():
 
 def test_iter_records_standard_pages_dates_and_top():
     with fake_hook(rows={"crm/Accounts": 150}) as (fake, hook, _):
-        records = list(hook.iter_records("accounts", select=ACCOUNT_FIELDS.lower()))
+        records = list(hook.iter_records("accounts", select=ACCOUNT_FIELDS.lower(), filter=EVERY_ACCOUNT))
         assert len(records) == 150 and fake.count_requests("crm/Accounts") == 3  # 60 per page
         assert records[0]["Created"].startswith("/Date(")  # lossless by default
-        converted = next(hook.iter_records("Accounts", select="Created", convert_dates=True))
+        converted = next(hook.iter_records("Accounts", select="Created", filter=EVERY_ACCOUNT, convert_dates=True))
         assert converted["Created"].timezone_name == "Europe/Amsterdam"
-        assert len(list(hook.iter_records("Accounts", select="ID", top=70))) == 70
-        assert hook.count("Accounts") == 150
+        assert len(list(hook.iter_records("Accounts", select="ID", filter=EVERY_ACCOUNT, top=70))) == 70
+        assert hook.count("Accounts", filter=EVERY_ACCOUNT) == 150
         assert hook.count("Accounts", filter=f"Code eq {records[0]['Code']!r}") == 1
 
 
@@ -150,7 +108,7 @@ def test_current_user_divisions_and_division_override():
         codes = [d["Code"] for d in hook.divisions()]
         assert DIVISION in codes and 1002 in codes
         assert fake.requests[-1].path == f"/api/v1/{DIVISION}/system/Divisions"
-        list(hook.iter_records("Accounts", select="ID", division=1002))
+        list(hook.iter_records("Accounts", select="ID", filter=EVERY_ACCOUNT, division=1002))
         assert fake.requests[-1].division == 1002
 
 
@@ -172,7 +130,7 @@ def test_test_connection_persists_the_rotation_it_causes():
 def test_get_retries_a_dropped_response_but_post_is_never_resent():
     with fake_hook(rows={"crm/Accounts": 2}, hook_kwargs={"backoff_initial": 0.1}) as (fake, hook, _):
         fake.drop_next(1, path_contains="crm/Accounts")
-        assert len(list(hook.iter_records("Accounts", select="ID"))) == 2
+        assert len(list(hook.iter_records("Accounts", select="ID", filter=EVERY_ACCOUNT))) == 2
         assert fake.count_requests("crm/Accounts", method="GET") == 2
 
         fake.drop_next(1, path_contains="crm/Accounts")  # processed, then the connection dies mid-answer
@@ -357,7 +315,9 @@ def test_no_secret_or_token_reaches_the_logs(caplog, capfd):
     ):
         seed = store.load()
         fake.fail_next(1, status=503)  # -> a retry
-        assert len(list(hook.iter_records("Accounts", select="ID,Name"))) == 70  # -> a refresh first
+        assert (
+            len(list(hook.iter_records("Accounts", select="ID,Name", filter=EVERY_ACCOUNT))) == 70
+        )  # -> a refresh first
         with pytest.raises(ExactOnlineNotFound):  # -> an error
             hook.get_record("Accounts", "00000000-0000-4000-8000-000000000000")
         assert hook.test_connection()[0]

@@ -363,8 +363,8 @@ def test_record_crud_and_count(hook):
 def test_iter_records_convert_dates_is_opt_in(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", json={"d": {"results": [{"Created": "/Date(1641034800000)/"}]}})
-        raw = next(hook.iter_records("Accounts"))
-        converted = next(hook.iter_records("Accounts", convert_dates=True))
+        raw = next(hook.iter_records("Accounts", filter="Blocked eq false"))
+        converted = next(hook.iter_records("Accounts", filter="Blocked eq false", convert_dates=True))
     assert raw["Created"] == "/Date(1641034800000)/"
     assert converted["Created"].isoformat() == "2022-01-01T11:00:00+01:00"
 

@@ -1,0 +1,134 @@
+"""The hook's transport: every call goes through the rate limiter, keyed by the URL's division."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hook_support import FAKE_DIVISION, fake_hook
+
+from airflow_provider_exactonline.clock import ScaledClock
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook, division_of_url
+from airflow_provider_exactonline.ratelimit import LocalRateLimiter, RateLimitState
+
+pytestmark = pytest.mark.usefixtures("env_conns")
+
+OTHER_DIVISION = 1002  # the fake's second division
+
+
+class RecordingLimiter(LocalRateLimiter):
+    """The local limiter, recording what the hook told it."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock)
+        self.before: list[tuple[int | None, str]] = []
+        self.after: list[tuple[int | None, int]] = []
+
+    def before_call(self, division: int | None, *, purpose: str = "read") -> None:
+        self.before.append((division, purpose))
+        super().before_call(division, purpose=purpose)
+
+    def after_call(self, division: int | None, headers: Mapping[str, Any], status: int) -> None:
+        self.after.append((division, status))
+        super().after_call(division, headers, status)
+
+
+def test_division_of_url():
+    assert division_of_url("https://start.exactonline.nl/api/v1/202/crm/Accounts?$top=1") == 202
+    assert division_of_url("http://127.0.0.1:1/api/v1/current/Me") is None
+    assert division_of_url("http://127.0.0.1:1/api/v1/7") == 7
+
+
+def test_the_limiter_sees_each_calls_division_and_purpose():
+    clock = ScaledClock(scale=60)
+    limiter = RecordingLimiter(clock)
+    with fake_hook(clock=clock, rows={"crm/Accounts": 3}, hook_kwargs={"rate_limiter": limiter}) as (_, hook, _store):
+        hook.get("crm/Accounts", params={"$top": 1})
+        hook.get("crm/Accounts", params={"$top": 1}, division=OTHER_DIVISION)
+        created = hook.create("crm/Accounts", {"Code": "77", "Name": "Seam"})
+        hook.update("crm/Accounts", created["ID"], {"Name": "Seam 2"})
+        hook.current_user()
+        ok, message = hook.test_connection()
+        assert ok, message
+    assert limiter.before == [
+        (FAKE_DIVISION, "read"),
+        (OTHER_DIVISION, "read"),
+        (FAKE_DIVISION, "write"),
+        (FAKE_DIVISION, "write"),
+        (None, "read"),
+        (None, "admin"),
+    ]
+    assert [status for _, status in limiter.after] == [200, 200, 201, 204, 200, 200]
+    assert hook.rate_limiter is limiter and hook.rate_limit is limiter.state(FAKE_DIVISION)
+    assert hook.rate_limit.daily_remaining is not None
+
+
+def test_a_spent_minute_in_one_division_does_not_hold_back_another(manual_clock):
+    with fake_hook(clock=manual_clock, minutely_limit=3, rows={"crm/Accounts": 3}) as (fake, hook, _):
+        for _ in range(3):
+            hook.get("crm/Accounts", params={"$top": 1})
+        assert hook.rate_limit.minutely_remaining == 0 and manual_clock.sleeps == []
+        hook.get("crm/Accounts", params={"$top": 1}, division=OTHER_DIVISION)
+        assert manual_clock.sleeps == []  # the other division still had its minute
+        assert hook.rate_limiter.state(OTHER_DIVISION).minutely_remaining == 2
+        hook.get("crm/Accounts", params={"$top": 1})
+        assert len(manual_clock.sleeps) == 1  # the spent division waited for its reset
+        assert fake.responses_429 == 0
+        assert hook.rate_limiter.state(None) == RateLimitState()
+
+
+def test_retries_use_tenacity_without_deprecated_arguments():
+    with fake_hook(rows={"crm/Accounts": 1}, hook_kwargs={"max_retries": 1, "backoff_initial": 0.01}) as (
+        fake,
+        hook,
+        _,
+    ):
+        fake.fail_next(1, status=503, path_contains="crm/Accounts")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        assert fake.count_requests("crm/Accounts") == 2
+
+
+def test_a_db_connection_unseen_by_a_plain_script_gets_the_process_context_hint(airflow_db, monkeypatch):
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("_AIRFLOW_PROCESS_CONTEXT", raising=False)
+    with create_session() as session:
+        session.add(Connection(conn_id="eo_only_in_db", conn_type="exactonline", host="nl", login="id", password="s"))
+    try:
+        with pytest.raises(ExactOnlineConfigError, match="_AIRFLOW_PROCESS_CONTEXT=server") as caught:
+            _ = ExactOnlineHook("eo_only_in_db").config
+        assert "eo_only_in_db" in str(caught.value) and "isn't defined" in str(caught.value)
+        # A connection that exists nowhere keeps Airflow's own error.
+        with pytest.raises(AirflowNotFoundException) as missing:
+            _ = ExactOnlineHook("eo_nowhere").config
+        assert not isinstance(missing.value, ExactOnlineConfigError)
+        # With the server context, the same DB connection is found.
+        monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")
+        assert ExactOnlineHook("eo_only_in_db").config.client_id == "id"
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "eo_only_in_db").delete()
+
+
+def test_proxy_settings_are_read_once_per_session_and_honour_no_proxy(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    with fake_hook(rows={"crm/Accounts": 1}) as (fake, hook, _):
+        session = hook.session
+        assert session.trust_env is False  # requests no longer scans the environment on every call
+        assert session.proxies.get("http") == "http://proxy.invalid:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with fake_hook(rows={"crm/Accounts": 1}) as (fake, hook, _):
+        assert hook.session.proxies == {}  # the fake on 127.0.0.1 bypasses the proxy, as NO_PROXY says
+        assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        monkeypatch.setenv("NO_PROXY", "")  # changed later: the session keeps what it resolved
+        assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        assert fake.count_requests("crm/Accounts") == 2
