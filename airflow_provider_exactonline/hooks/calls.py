@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import requests
 import tenacity
@@ -227,6 +227,8 @@ class ApiCalls(BaseHook):
         call = _CallInfo(division_of_url(url), purpose or ("read" if method == "GET" else "write"))
         self._check_host(url)
         query = self._encode_params(params)
+        if method == "GET":
+            check_raw_collection_filter(url, query)
         retryer = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=tenacity.wait_exponential_jitter(
@@ -353,3 +355,19 @@ class ApiCalls(BaseHook):
         """GET and return JSON ``d``: a collection's dict (``results``, ``__next``), an object, or a list."""
         response = self.request("GET", path_or_url, params=params, division=division, purpose=purpose)
         return d_of(response, "GET", response.url)
+
+
+def check_raw_collection_filter(url: str, query: str | None) -> None:
+    """Refuse, before the call, a raw collection GET that Exact's mandatory filtering would answer with
+    HTTP 400 (one of the 10 errors an hour that block the app); catalog reads are checked the same way."""
+    from airflow_provider_exactonline.catalog import resolve_path
+
+    parts = urlsplit(url)
+    if parts.path.rstrip("/").endswith((")", "/$count")):
+        return  # one record by key, or a count: not a collection read
+    spec, variant = resolve_path(parts.path)
+    if spec is None:
+        return
+    pairs = parse_qsl("&".join(q for q in (parts.query, query) if q), keep_blank_values=True)
+    filters = [value for key, value in pairs if key == "$filter"]
+    spec.check_mandatory_filter(filters[0] if filters else None, variant)

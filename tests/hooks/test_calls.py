@@ -46,8 +46,8 @@ def test_the_limiter_sees_each_calls_division_and_purpose():
     clock = ScaledClock(scale=60)
     limiter = RecordingLimiter(clock)
     with fake_hook(clock=clock, rows={"crm/Accounts": 3}, hook_kwargs={"rate_limiter": limiter}) as (_, hook, _store):
-        hook.get("crm/Accounts", params={"$top": 1})
-        hook.get("crm/Accounts", params={"$top": 1}, division=OTHER_DIVISION)
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1}, division=OTHER_DIVISION)
         created = hook.create("crm/Accounts", {"Code": "77", "Name": "Seam"})
         hook.update("crm/Accounts", created["ID"], {"Name": "Seam 2"})
         hook.current_user()
@@ -69,12 +69,12 @@ def test_the_limiter_sees_each_calls_division_and_purpose():
 def test_a_spent_minute_in_one_division_does_not_hold_back_another(manual_clock):
     with fake_hook(clock=manual_clock, minutely_limit=3, rows={"crm/Accounts": 3}) as (fake, hook, _):
         for _ in range(3):
-            hook.get("crm/Accounts", params={"$top": 1})
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})
         assert hook.rate_limit.minutely_remaining == 0 and manual_clock.sleeps == []
-        hook.get("crm/Accounts", params={"$top": 1}, division=OTHER_DIVISION)
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1}, division=OTHER_DIVISION)
         assert manual_clock.sleeps == []  # the other division still had its minute
         assert hook.rate_limiter.state(OTHER_DIVISION).minutely_remaining == 2
-        hook.get("crm/Accounts", params={"$top": 1})
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})
         assert len(manual_clock.sleeps) == 1  # the spent division waited for its reset
         assert fake.responses_429 == 0
         assert hook.rate_limiter.state(None) == RateLimitState()
@@ -89,7 +89,7 @@ def test_retries_use_tenacity_without_deprecated_arguments():
         fake.fail_next(1, status=503, path_contains="crm/Accounts")
         with warnings.catch_warnings():
             warnings.simplefilter("error", DeprecationWarning)
-            assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+            assert len(hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$select": "ID"})["results"]) == 1
         assert fake.count_requests("crm/Accounts") == 2
 
 
@@ -128,7 +128,7 @@ def test_proxy_settings_are_read_once_per_session_and_honour_no_proxy(monkeypatc
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     with fake_hook(rows={"crm/Accounts": 1}) as (fake, hook, _):
         assert hook.session.proxies == {}  # the fake on 127.0.0.1 bypasses the proxy, as NO_PROXY says
-        assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        assert len(hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$select": "ID"})["results"]) == 1
         monkeypatch.setenv("NO_PROXY", "")  # changed later: the session keeps what it resolved
-        assert len(hook.get("crm/Accounts", params={"$select": "ID"})["results"]) == 1
+        assert len(hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$select": "ID"})["results"]) == 1
         assert fake.count_requests("crm/Accounts") == 2

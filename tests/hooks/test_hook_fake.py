@@ -65,7 +65,7 @@ def test_500_calls_with_minutely_limit_60_get_no_429():
     with fake_hook(clock=clock, minutely_limit=60, daily_limit=5000, rows={"crm/Accounts": 5}) as (fake, hook, _):
         started = clock.time()
         for _ in range(500):
-            hook.get("crm/Accounts", params={"$select": "ID", "$top": 1})
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$select": "ID", "$top": 1})
         elapsed = clock.time() - started
         assert fake.responses_429 == 0
         assert fake.count_requests("crm/Accounts") == 500 and hook.api_calls == 500
@@ -161,7 +161,7 @@ def test_post_retried_when_the_server_cannot_be_reached(manual_clock):
 def test_raises_config_error_without_division_before_any_request():
     with fake_hook(division=None) as (fake, hook, _):
         with pytest.raises(ExactOnlineConfigError, match="no default division"):
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert fake.requests == []
 
 
@@ -187,7 +187,7 @@ def test_raises_unknown_field_and_entity_before_any_request():
 def test_raises_bad_request_with_exacts_message():
     with fake_hook() as (fake, hook, _):
         with pytest.raises(ExactOnlineBadRequest) as info:
-            hook.get("crm/Accounts", params={"$filter": "Name eq"})
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$filter": "Name eq"})
         assert info.value.status_code == 400 and info.value.exact_message
         assert info.value.exact_message in str(info.value)
         assert fake.count_requests("crm/Accounts") == 1  # never retried
@@ -204,7 +204,7 @@ def test_raises_not_found_for_a_missing_record():
 def test_raises_auth_error_on_403_without_retry():
     with fake_hook() as (fake, hook, _):
         with pytest.raises(ExactOnlineAuthError) as info:
-            hook.get("crm/Accounts", division=999)  # the fake has no division 999
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false", division=999)  # the fake has no division 999
         assert info.value.status_code == 403 and "division" in str(info.value)
         assert fake.count_requests("crm/Accounts") == 1
 
@@ -233,7 +233,7 @@ def test_raises_reauthorization_required_when_the_refresh_token_is_dead(monkeypa
     with fake_hook(expires_in=0) as (fake, hook, _):
         fake.issue_tokens()  # someone re-authorized elsewhere: our refresh token is now an old one
         with pytest.raises(ExactOnlineReauthorizationRequired) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert "eo_fake" in str(info.value) and "authorize" in str(info.value)
         assert fake.count_requests("crm/Accounts") == 0
 
@@ -241,9 +241,9 @@ def test_raises_reauthorization_required_when_the_refresh_token_is_dead(monkeypa
 def test_raises_rate_limit_exceeded_daily_without_calling():
     with fake_hook(daily_limit=3) as (fake, hook, _):
         for _ in range(3):
-            hook.get("crm/Accounts", params={"$top": 1})
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})
         with pytest.raises(ExactOnlineRateLimitExceeded) as info:
-            hook.get("crm/Accounts", params={"$top": 1})
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})
         assert info.value.scope == "daily"
         assert info.value.reset_at is not None and info.value.reset_at > hook.clock.time()
         assert info.value.reset_at % 86_400 == 0  # the fake's day boundary (UTC midnight)
@@ -256,7 +256,7 @@ def test_raises_rate_limit_exceeded_minutely_after_bounded_waits():
         fake.fail_next(10, status=429)  # bare 429s without headers, as Exact sometimes sends
         started = clock.time()
         with pytest.raises(ExactOnlineRateLimitExceeded) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert info.value.scope == "minutely" and info.value.status_code == 429
         assert fake.count_requests("crm/Accounts") == 4  # 1 + 3 bounded retries
         assert clock.time() // 60 - started // 60 >= 3  # each of the 3 waits ran past a whole minute
@@ -267,7 +267,7 @@ def test_429_then_success_waits_for_the_minutely_reset():
     with fake_hook(clock=clock) as (fake, hook, _):
         fake.fail_next(1, status=429)
         minute = clock.time() // 60
-        hook.get("crm/Accounts", params={"$top": 1})
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})
         assert clock.time() // 60 > minute
         assert fake.count_requests("crm/Accounts") == 2
 
@@ -276,7 +276,7 @@ def test_raises_server_error_after_retries_for_get_and_at_once_for_post():
     with fake_hook(hook_kwargs={"max_retries": 2, "backoff_initial": 0.1}) as (fake, hook, _):
         fake.fail_next(3, status=503)
         with pytest.raises(ExactOnlineServerError) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert info.value.status_code == 503 and fake.count_requests("crm/Accounts") == 3
         fake.fail_next(1, status=500)
         with pytest.raises(ExactOnlineServerError):
@@ -288,7 +288,7 @@ def test_raises_response_error_for_html_with_a_short_snippet():
     with fake_hook() as (fake, hook, _):
         fake.html_error_next(1, status=200)
         with pytest.raises(ExactOnlineResponseError) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         message = str(info.value)
         assert "not JSON" in message and "text/html" in message and "<" not in message.split("):", 1)[1]
         assert len(message) < 500

@@ -46,8 +46,8 @@ def test_headers_division_and_d_unwrapping(hook):
         m.get(f"{API}/crm/Accounts", json={"d": {"results": [{"ID": "a"}], "__next": None}})
         m.get(f"{BASE}/api/v1/777/crm/Accounts", json={"d": [{"ID": "b"}]})
         m.get(f"{BASE}/api/v1/current/Me", json={"d": {"results": [{"CurrentDivision": 5}]}})
-        assert hook.get("crm/Accounts") == {"results": [{"ID": "a"}], "__next": None}
-        assert hook.get("crm/Accounts", division=777) == [{"ID": "b"}]
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false") == {"results": [{"ID": "a"}], "__next": None}
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false", division=777) == [{"ID": "b"}]
         assert hook.current_user() == {"CurrentDivision": 5}
         first = m.request_history[0]
         assert first.headers["Accept"] == "application/json"
@@ -61,13 +61,13 @@ def test_hook_division_overrides_connection(env_conns, manual_clock):
     hook.__dict__["token_manager"] = StandInTokenManager(["tok-one-aaaaaaaa"])
     with requests_mock.Mocker() as m:
         m.get(f"{BASE}/api/v1/42/crm/Accounts", json={"d": []})
-        assert hook.get("crm/Accounts") == []
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false") == []
 
 
 def test_query_encoding_keeps_odata_readable(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", json={"d": []})
-        hook.get("crm/Accounts", params={"$filter": "Name eq 'O''Brien'", "$select": "ID,Name", "$top": None})
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$filter": "Name eq 'O''Brien'", "$select": "ID,Name", "$top": None})
         assert "$filter=Name%20eq%20'O''Brien'&$select=ID,Name" in m.last_request.url
 
 
@@ -79,7 +79,7 @@ def test_client_errors_are_typed_and_never_retried(hook, status, cls):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", status_code=status, json=_err("Nope: bad thing"), headers={"Reason": "Why"})
         with pytest.raises(cls) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 1
     err = info.value
     assert err.status_code == status
@@ -103,7 +103,7 @@ def test_401_swaps_token_once_then_succeeds(hook):
             f"{API}/crm/Accounts",
             [{"status_code": 401, "json": _err("token expired")}, {"json": {"d": []}}],
         )
-        assert hook.get("crm/Accounts") == []
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false") == []
         assert [r.headers["Authorization"] for r in m.request_history] == [
             "Bearer tok-one-aaaaaaaa",
             "Bearer tok-two-bbbbbbbb",
@@ -115,7 +115,7 @@ def test_401_twice_raises_without_looping(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", status_code=401, json=_err("Unauthorized"))
         with pytest.raises(ExactOnlineAuthError) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 2
     assert info.value.status_code == 401
     assert len(hook.token_manager.unauthorized_calls) == 1
@@ -128,14 +128,14 @@ def test_401_with_same_token_is_not_retried(env_conns, manual_clock):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", status_code=401, json=_err("Unauthorized"))
         with pytest.raises(ExactOnlineAuthError):
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 1
 
 
 def test_get_retried_on_5xx_with_backoff_on_the_clock(hook, manual_clock):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", [{"status_code": 503, "text": "busy"}, {"status_code": 500}, {"json": {"d": []}}])
-        assert hook.get("crm/Accounts") == []
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false") == []
         assert m.call_count == 3
     assert len(manual_clock.sleeps) == 2 and all(s > 0 for s in manual_clock.sleeps)
 
@@ -144,7 +144,7 @@ def test_5xx_after_retries_is_server_error(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", status_code=502, text="<html><body><h1>Bad gateway</h1></body></html>")
         with pytest.raises(ExactOnlineServerError) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 3  # max_retries=2
     assert "Bad gateway" in str(info.value) and info.value.status_code == 502
 
@@ -180,7 +180,7 @@ def test_post_retried_when_connection_never_opened(hook):
 def test_get_retried_on_read_timeout(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", [{"exc": requests.exceptions.ReadTimeout("slow")}, {"json": {"d": []}}])
-        assert hook.get("crm/Accounts") == []
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false") == []
 
 
 def test_html_body_is_response_error_with_redacted_snippet(hook):
@@ -191,7 +191,7 @@ def test_html_body_is_response_error_with_redacted_snippet(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", text=page, headers={"Content-Type": "text/html"})
         with pytest.raises(ExactOnlineResponseError) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
     message = str(info.value)
     assert "Log in" in message and "text/html" in message
     assert "tok-one-aaaaaaaa" not in message and CLIENT_SECRET not in message
@@ -201,7 +201,7 @@ def test_redirect_is_response_error(hook):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", status_code=302, headers={"Location": f"{BASE}/docs/Login.aspx?x=1"})
         with pytest.raises(ExactOnlineResponseError, match=r"Login\.aspx"):
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
 
 
 def test_token_never_sent_to_another_host(hook):
@@ -229,9 +229,9 @@ def test_waits_for_minutely_reset_before_calling(hook, manual_clock):
     now = manual_clock.now
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", json={"d": []}, headers=_limits(now, minutely=0))
-        hook.get("crm/Accounts")
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert manual_clock.sleeps == []
-        hook.get("crm/Accounts")
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 2
     reset = (now // 60 + 1) * 60
     assert manual_clock.sleeps and manual_clock.now >= reset
@@ -242,9 +242,9 @@ def test_daily_limit_spent_raises_without_calling(hook, manual_clock):
     now = manual_clock.now
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", json={"d": []}, headers=_limits(now, daily=0, daily_reset=now + 7200))
-        hook.get("crm/Accounts")
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         with pytest.raises(ExactOnlineRateLimitExceeded) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 1
     assert info.value.scope == "daily" and info.value.reset_at == pytest.approx(now + 7200, abs=0.01)
 
@@ -257,7 +257,7 @@ def test_429_waits_for_minutely_reset_and_retries(hook, manual_clock):
             f"{API}/crm/Accounts",
             [{"status_code": 429, "headers": minutely_only, "text": ""}, {"json": {"d": []}}],
         )
-        assert hook.get("crm/Accounts") == []
+        assert hook.get("crm/Accounts?$filter=Blocked%20eq%20false") == []
         assert m.call_count == 2
     assert manual_clock.now >= (now // 60 + 1) * 60
 
@@ -267,7 +267,7 @@ def test_429_without_headers_waits_to_next_minute_bounded(hook, manual_clock):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", status_code=429, text="Too many")
         with pytest.raises(ExactOnlineRateLimitExceeded) as info:
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 4  # first try + 3 waits
     assert info.value.scope == "minutely" and info.value.status_code == 429
     assert all(0 < s <= 62 for s in manual_clock.sleeps) and len(manual_clock.sleeps) == 3
@@ -277,7 +277,7 @@ def test_missing_headers_are_unknown_not_zero(hook, manual_clock):
     with requests_mock.Mocker() as m:
         m.get(f"{API}/crm/Accounts", json={"d": []})
         for _ in range(3):
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
     assert manual_clock.sleeps == []
     assert hook.rate_limit.minutely_remaining is None and hook.rate_limit.daily_remaining is None
 
@@ -379,7 +379,7 @@ def test_divisions_uses_me_current_division_without_default(env_conns, manual_cl
         assert hook.divisions() == [{"Code": 99}, {"Code": 100}]
         assert hook.test_connection() == (True, f"Connected to {BASE} as Jo (current division 99)")
         with pytest.raises(ExactOnlineConfigError, match="no default division"):
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
 
 
 def test_test_connection_reports_failure(hook):
@@ -401,6 +401,6 @@ def test_token_swap_happens_once_per_request_even_across_5xx_retries(hook):
             ],
         )
         with pytest.raises(ExactOnlineAuthError):
-            hook.get("crm/Accounts")
+            hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 3
     assert len(hook.token_manager.unauthorized_calls) == 1
