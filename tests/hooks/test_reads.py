@@ -32,6 +32,9 @@ def test_an_unfiltered_read_that_mandatory_filtering_refuses_fails_before_any_re
             hook.iter_records(entity, select="ID")
         with pytest.raises(ExactOnlineMandatoryFilterError):
             hook.count(entity)
+        if "/" in entity:  # a raw GET on the same collection is checked as well
+            with pytest.raises(ExactOnlineMandatoryFilterError):
+                hook.get(entity.lstrip("/"), params={"$select": "ID"})
         assert fake.requests == []  # refused before the call: no error counted by Exact
 
 
