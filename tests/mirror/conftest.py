@@ -8,4 +8,4 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
-from airflow_db import conn, fake  # noqa: E402, F401
+from airflow_db import conn, fake  # noqa: F401

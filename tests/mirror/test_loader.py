@@ -24,7 +24,8 @@ def db_hook(request: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any
     if request.param == "sqlite":
         from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
-        monkeypatch.setenv("AIRFLOW_CONN_MIRROR_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "m.db")}))
+        sqlite_conn = {"conn_type": "sqlite", "host": str(tmp_path / "m.db")}
+        monkeypatch.setenv("AIRFLOW_CONN_MIRROR_DB", json.dumps(sqlite_conn))
         yield SqliteHook(sqlite_conn_id="mirror_db")
         return
     from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -86,8 +87,13 @@ def test_full_then_three_incremental_runs_equal_the_fake_and_reapply_is_a_no_op(
 
     def cycle(run: str) -> dict[str, Any]:
         op = ExactOnlineToObjectStorageOperator(
-            task_id="export", entity="crm/Accounts", divisions=DIVISION, mode="incremental",
-            path=str(tmp_path / "exports"), watermark_store=store, **conn,
+            task_id="export",
+            entity="crm/Accounts",
+            divisions=DIVISION,
+            mode="incremental",
+            path=str(tmp_path / "exports"),
+            watermark_store=store,
+            **conn,
         )
         summary = op.execute(ctx(run))
         from airflow.sdk import ObjectStoragePath
