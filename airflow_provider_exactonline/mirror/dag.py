@@ -71,7 +71,7 @@ def mirror_one(
     exported = job.run()
     db_hook = DbApiHook.get_hook(db_conn_id)
     loader = MirrorLoader(db_hook, table_for(spec, table_prefix), log=log).for_entity_type(spec.deleted_entity_type)
-    loaded = loader.apply_pending(job.final_dir.parent, int(division))
+    loaded = loader.apply_pending(job.final_dir.parent, int(division), export_id=watermark_id)
     return {**loaded, "entity": entity, "exported_rows": exported.get("rows"), "api_calls": hook.api_calls}
 
 

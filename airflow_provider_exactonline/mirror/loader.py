@@ -116,8 +116,11 @@ class MirrorLoader:
         return f"{run_dir.parent.name}/{run_dir.name}@{manifest.get('started_at')}"
 
     @staticmethod
-    def finalized_runs(export_dir: Any) -> list[tuple[dict[str, Any], Any]]:
-        """``(manifest, run_dir)`` of every finished run under one export's division directory, oldest first."""
+    def finalized_runs(export_dir: Any, export_id: str | None = None) -> list[tuple[dict[str, Any], Any]]:
+        """``(manifest, run_dir)`` of every finished run under a division directory, oldest first.
+
+        ``export_id`` (the export's watermark id) keeps only that export's runs; other DAGs may write there too.
+        """
         found = []
         if not export_dir.exists():
             return []
@@ -125,12 +128,16 @@ class MirrorLoader:
             path = child / MANIFEST
             if child.name.startswith("_") or not path.exists():
                 continue
-            found.append((json.loads(path.read_text()), child))
+            manifest = json.loads(path.read_text())
+            if export_id is None or manifest.get("export_id") == export_id:
+                found.append((manifest, child))
         return sorted(found, key=lambda item: str(item[0].get("started_at")))
 
-    def apply_pending(self, export_dir: Any, division: int, deletion_runs: Iterable[Any] = ()) -> dict[str, Any]:
+    def apply_pending(
+        self, export_dir: Any, division: int, export_id: str | None = None, deletion_runs: Iterable[Any] = ()
+    ) -> dict[str, Any]:
         """Apply, oldest first, every finished run of ``export_dir`` (and given deletion runs) not yet applied."""
-        runs = self.finalized_runs(export_dir)
+        runs = self.finalized_runs(export_dir, export_id)
         runs += [(json.loads((d / MANIFEST).read_text()), d) for d in deletion_runs]
         runs.sort(key=lambda item: str(item[0].get("started_at")))
         applied = self.applied_runs(division)
