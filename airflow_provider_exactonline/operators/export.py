@@ -120,6 +120,12 @@ def select_fields(spec: Any, variant: str, select: str | Sequence[str] | None) -
 def field_types(spec: Any, variant: str) -> dict[str, str | None]:
     if spec is None:
         return {}
+    field_info = getattr(spec, "field_info", None)
+    if callable(field_info):  # Edm types ("Edm.Int32"...), so Parquet keeps integers as integers
+        try:
+            return {name: getattr(info, "edm_type", None) for name, info in field_info(variant).items()}
+        except Exception:
+            pass
     try:
         types = spec.fields_for(variant)
     except Exception:
