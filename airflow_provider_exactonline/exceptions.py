@@ -70,6 +70,18 @@ class ExactOnlineUnknownField(ExactOnlineCatalogError):
     fields: list[str]
 
 
+class ExactOnlineMandatoryFilterError(ExactOnlineCatalogError):
+    """A collection GET that Exact's mandatory filtering would refuse (HTTP 400); raised before the call.
+
+    The message names the endpoint, the fields a ``$filter`` must reference and the ``sync/`` endpoint
+    (or the export's full mode) to read everything instead.
+    """
+
+    #: Fields a ``$filter`` must reference (empty: any field counts), and the sync path if there is one.
+    allowed_fields: tuple[str, ...]
+    sync_path: str | None
+
+
 class ExactOnlineAuthError(ExactOnlineError):
     """Exact refused our credentials or token (HTTP 401/403, or a token-endpoint refusal)."""
 
