@@ -36,6 +36,16 @@ def _sql_value(value: Any, column: Column | None) -> Any:
     return value
 
 
+def _executemany(cur: Any, statement: str, batch: list[tuple[Any, ...]]) -> None:
+    """psycopg2's ``executemany`` is one round trip per row; ``execute_batch`` sends pages of statements."""
+    if type(cur).__module__.startswith("psycopg2"):
+        from psycopg2.extras import execute_batch
+
+        execute_batch(cur, statement, batch, page_size=200)
+    else:
+        cur.executemany(statement, batch)
+
+
 def _dedupe(records: Iterable[Mapping[str, Any]], key: str) -> dict[Any, Mapping[str, Any]]:
     """Key -> its record with the highest ``Timestamp`` (Exact's sync results may repeat a key)."""
     latest: dict[Any, Mapping[str, Any]] = {}
@@ -219,14 +229,14 @@ class MirrorLoader:
             values = {**record, "Division": division}
             batch.append(tuple(_sql_value(values.get(c), t) for c, t in zip(columns, types, strict=True)))
             if len(batch) >= BATCH_ROWS:
-                cur.executemany(statement, batch)
+                _executemany(cur, statement, batch)
                 batch = []
         if batch:
-            cur.executemany(statement, batch)
+            _executemany(cur, statement, batch)
 
     def _delete(self, cur: Any, deletions: Iterable[Mapping[str, Any]], division: int) -> int:
         statement = self.dialect.delete(self.table)
         batch = [(division, str(d["EntityKey"]).lower(), int(d.get("Timestamp") or 0)) for d in deletions]
         if batch:
-            cur.executemany(statement, batch)
+            _executemany(cur, statement, batch)
         return len(batch)
