@@ -120,6 +120,12 @@ def select_fields(spec: Any, variant: str, select: str | Sequence[str] | None) -
 def field_types(spec: Any, variant: str) -> dict[str, str | None]:
     if spec is None:
         return {}
+    field_info = getattr(spec, "field_info", None)
+    if callable(field_info):  # Edm types ("Edm.Int32"...), so Parquet keeps integers as integers
+        try:
+            return {name: getattr(info, "edm_type", None) for name, info in field_info(variant).items()}
+        except Exception:
+            pass
     try:
         types = spec.fields_for(variant)
     except Exception:
@@ -210,12 +216,17 @@ class DivisionExport:
         return self.base / self.label / f"division={self.division}"
 
     @property
+    def run_dir_name(self) -> str:
+        """``{run}__{watermark id}``: two exports (DAGs, tasks) of one entity never share a directory."""
+        return f"{self.run_name}__{safe_run_name(self.watermark_id)}" if self.watermark_id else self.run_name
+
+    @property
     def final_dir(self) -> Any:
-        return self.division_dir / self.run_name
+        return self.division_dir / self.run_dir_name
 
     @property
     def tmp_dir(self) -> Any:
-        return self.division_dir / TMP_DIR / f"{self.run_name}.try-{self.try_number}"
+        return self.division_dir / TMP_DIR / f"{self.run_dir_name}.try-{self.try_number}"
 
     @property
     def watermark_key(self) -> str:
@@ -250,7 +261,7 @@ class DivisionExport:
             return
         now = time.time()
         for child in tmp_root.iterdir():
-            if child.name.startswith(f"{self.run_name}.try-"):
+            if child.name.startswith(f"{self.run_dir_name}.try-"):
                 self._info("Removing %s left by an earlier try of this run", child)
                 self._remove(child)
             elif self.stale_tmp_seconds is not None and _age(child, now) > self.stale_tmp_seconds:
@@ -353,6 +364,7 @@ class DivisionExport:
             "mode": self.mode,
             "division": self.division,
             "run_id": self.run_id,
+            "export_id": self.watermark_id,
             "try_number": self.try_number,
             "format": self.fmt,
             "rows": parts.rows,

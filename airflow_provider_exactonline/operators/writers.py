@@ -24,6 +24,7 @@ EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
 
 #: Integer-valued fields Exact declares as "number"; kept as int64 in Parquet instead of float64.
 INTEGER_FIELDS = frozenset({"Timestamp", "Division", "EntityType", "Status", "Type", "LineNumber"})
+_EDM_INTEGERS = frozenset({"Edm.Byte", "Edm.SByte", "Edm.Int16", "Edm.Int32", "Edm.Int64"})
 
 
 class _Openable(Protocol):
@@ -171,6 +172,16 @@ class ParquetWriter(PartWriter):
         pa = self._pa
         values = [v for v in sample if v is not None]
         declared = self.types.get(name)
+        if declared and declared.startswith("Edm."):  # the catalog's Edm type decides
+            if declared in _EDM_INTEGERS:
+                return pa.int64()
+            if declared in ("Edm.Double", "Edm.Single", "Edm.Decimal"):
+                return pa.float64()
+            if declared == "Edm.Boolean":
+                return pa.bool_()
+            if declared == "Edm.DateTime" and any(isinstance(v, dt.datetime) for v in values):
+                return pa.timestamp("ms", tz="UTC")
+            return pa.string()
         if any(isinstance(v, dt.datetime) for v in values):
             return pa.timestamp("ms", tz="UTC")
         if declared == "boolean" or (values and all(isinstance(v, bool) for v in values)):

@@ -38,7 +38,7 @@ def test_full_mode_reads_bulk_and_writes_layout(fake, conn, tmp_path):
     assert summary["rows"] == 150 and summary["mode"] == "full"
     assert summary["divisions"][0]["endpoint"] == "bulk/CRM/Accounts"
     assert any("/bulk/CRM/Accounts" in r.path for r in fake.requests)
-    final = tmp_path / "crm" / "Accounts" / "division=1001" / "manual__full"
+    final = tmp_path / "crm" / "Accounts" / "division=1001" / "manual__full__adhoc_airflow.export"
     assert sorted(p.name for p in final.iterdir()) == ["_manifest.json", "part-00000.jsonl", "part-00001.jsonl"]
     manifest = json.loads((final / "_manifest.json").read_text())
     assert manifest["rows"] == 150 and [p["rows"] for p in manifest["parts"]] == [100, 50]
@@ -226,4 +226,16 @@ def test_asset_outlet_and_openlineage(fake, conn, tmp_path):
         assert lineage is None  # skipped quietly without the openlineage provider
     else:
         assert lineage.inputs[0].name == "1001/crm/Accounts"
-        assert lineage.outputs[0].name.endswith("division=1001/manual__test")
+        assert lineage.outputs[0].name.endswith("division=1001/manual__test__adhoc_airflow.export")
+
+
+def test_two_exports_of_one_entity_with_one_run_id_never_share_a_directory(fake, conn, tmp_path):
+    first_store, second_store = MemoryWatermarkStore(), MemoryWatermarkStore()
+    one = export(conn, tmp_path, first_store, mode="incremental", watermark_id="dag_a.sync")
+    two = export(conn, tmp_path, second_store, mode="incremental", watermark_id="dag_b.sync")
+    a, b = one.execute(ctx("scheduled__same")), two.execute(ctx("scheduled__same"))
+    path_a, path_b = run_dir(tmp_path, a), run_dir(tmp_path, b)
+    assert path_a != path_b
+    source = sorted(r["ID"] for r in fake.records("crm/Accounts", 1001))
+    assert sorted(ids(path_a)) == source and sorted(ids(path_b)) == source  # both keep every row
+    assert json.loads((path_a / "_manifest.json").read_text())["export_id"] == "dag_a.sync"

@@ -62,7 +62,7 @@ def test_killed_incremental_export_is_retried_exactly_once(fake, tmp_path):
     assert w1 is not None and json.loads(w1)["timestamp"] == max(
         r["Timestamp"] for r in fake.records("crm/Accounts", 1001)
     )
-    first_dir = division_dir / safe_run_name(first["run_id"])
+    first_dir = division_dir / f"{safe_run_name(first['run_id'])}__exactonline_kill_test.export"
 
     # 2. Changes in Exact after W1: two sync pages of rows, and deletions of rows that did not change.
     ids = [r["ID"] for r in fake.records("crm/Accounts", 1001)]
@@ -102,7 +102,7 @@ def test_killed_incremental_export_is_retried_exactly_once(fake, tmp_path):
     retry = runner.run(RUN_2, [KEY], retry=True)
     assert retry["state"] == "success", retry["output"][-4000:]
     assert retry["before"][KEY] == w1  # the killed try committed nothing
-    final = division_dir / safe_run_name(retry["run_id"])
+    final = division_dir / f"{safe_run_name(retry['run_id'])}__exactonline_kill_test.export"
     assert killed_try.name.startswith(final.name + ".try-")  # the same DAG run ...
     manifest = json.loads((final / "_manifest.json").read_text())
     retry_try_number = retry["tis"]["export"][1]

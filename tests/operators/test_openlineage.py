@@ -38,7 +38,10 @@ def test_lineage_names_exact_input_and_written_run_directories(fake, conn, tmp_p
         (f"exactonline://{host}", "1001/crm/Accounts"),
         (f"exactonline://{host}", "1002/crm/Accounts"),
     ]
-    expected_dirs = [str(tmp_path / "crm" / "Accounts" / f"division={d}" / "manual__lineage") for d in (1001, 1002)]
+    expected_dirs = [
+        str(tmp_path / "crm" / "Accounts" / f"division={d}" / "manual__lineage__adhoc_airflow.export")
+        for d in (1001, 1002)
+    ]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("file", p) for p in expected_dirs]
     for out, division in zip(lineage.outputs, summary["divisions"], strict=True):
         assert isinstance(out, OutputDataset)

@@ -130,3 +130,22 @@ def test_long_watermark_keys_fit_airflows_key_column_and_stay_distinct():
 def test_safe_run_name():
     assert safe_run_name("scheduled__2024-01-01T00:00:00+00:00") == "scheduled__2024-01-01T00-00-00+00-00"
     assert "/" not in safe_run_name("a/b")
+
+
+def test_parquet_keeps_catalog_integers_as_integers(tmp_path):
+    import pyarrow.parquet as pq
+
+    from airflow_provider_exactonline.operators.writers import ParquetWriter
+
+    target = tmp_path / "part.parquet"
+    writer = ParquetWriter(
+        target, ["InvoiceNumber", "AmountDC"], {"InvoiceNumber": "Edm.Int32", "AmountDC": "Edm.Double"}
+    )
+    writer.write_page([{"InvoiceNumber": 20000176, "AmountDC": 12.5}, {"InvoiceNumber": None, "AmountDC": 3}])
+    writer.close()
+    table = pq.read_table(target)
+    assert str(table.schema.field("InvoiceNumber").type) == "int64"
+    assert table.to_pylist() == [
+        {"InvoiceNumber": 20000176, "AmountDC": 12.5},
+        {"InvoiceNumber": None, "AmountDC": 3.0},
+    ]
