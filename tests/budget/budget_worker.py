@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -32,6 +33,10 @@ def main(args: dict) -> dict:
     hook = ExactOnlineHook(args["conn_id"], token_store=InMemoryTokenStore(state), clock=clock, rate_limiter=limiter)
     errors: Counter[str] = Counter()
     calls = 0
+    # Importing Airflow takes seconds under load: start together, after every process is ready.
+    open(args["out"] + ".ready", "w").close()
+    while not os.path.exists(args["go"]):
+        time.sleep(0.02)
     end = time.monotonic() + args["duration"]
     while time.monotonic() < end:
         try:

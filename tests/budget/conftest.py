@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import pytest
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
