@@ -21,25 +21,15 @@ from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
 from airflow_provider_exactonline.testing import FakeExactOnline
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "hooks"))
+from hook_support import ManualClock  # noqa: E402  (tests/ is not a package)
+
 REPO = HERE.parent.parent
 APP = "client-1"
 
 
-class FrozenClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def test_draws_are_atomic_across_limiters(redis_server: Any) -> None:
-    clock = FrozenClock(1_800_000_010.0)
+    clock = ManualClock(1_800_000_010.0)
     limiters = [RedisRateLimiter(redis_server.client, APP, clock) for _ in range(8)]
     granted: Counter[int] = Counter()
 
@@ -60,7 +50,7 @@ def test_draws_are_atomic_across_limiters(redis_server: Any) -> None:
 
 
 def test_before_call_waits_for_the_shared_reset(redis_server: Any) -> None:
-    clock = FrozenClock(1_800_000_010.0)  # 10 s into a minute
+    clock = ManualClock(1_800_000_010.0)  # 10 s into a minute
     first, second = RedisRateLimiter(redis_server.client, APP, clock), RedisRateLimiter(redis_server.client, APP, clock)
     for _ in range(30):
         first.before_call(7)
@@ -72,7 +62,7 @@ def test_before_call_waits_for_the_shared_reset(redis_server: Any) -> None:
 
 
 def test_headers_correct_the_budget_down_and_the_reserve_holds_reads(redis_server: Any) -> None:
-    clock = FrozenClock(1_800_000_010.0)
+    clock = ManualClock(1_800_000_010.0)
     limiter = RedisRateLimiter(redis_server.client, APP, clock, reserve=0.10)
     minute_reset = str(1_800_000_060 * 1000)
     day_reset = str(1_800_028_800 * 1000)
@@ -101,7 +91,7 @@ def test_headers_correct_the_budget_down_and_the_reserve_holds_reads(redis_serve
 
 
 def test_redis_gone_falls_back_once_and_comes_back(redis_server: Any, caplog: Any) -> None:
-    clock = FrozenClock(1_800_000_010.0)
+    clock = ManualClock(1_800_000_010.0)
     limiter = RedisRateLimiter(redis_server.client, APP, clock, retry_seconds=0.2)
     limiter.before_call(7)
     redis_server.stop()
