@@ -180,6 +180,31 @@ class LocalRateLimiter:
         return 60.0 - (now % 60.0) + self.margin
 
 
+#: Connection extra naming an Airflow Redis connection that holds the shared budget.
+BUDGET_REDIS_EXTRA = "budget_redis_conn_id"
+_warned_no_shared_store = False
+
+
 def build_rate_limiter(config: Any, conn_extras: Mapping[str, Any], *, clock: Clock) -> RateLimiter:
-    """The limiter for one connection (``config`` is its ExactOnlineConfig). Per-process for now."""
+    """The limiter for one connection (``config`` is its ExactOnlineConfig).
+
+    Extra ``budget_redis_conn_id`` names a Redis connection: every process then draws from one
+    budget per (app, division) (:mod:`airflow_provider_exactonline.budget.redis_limiter`). Without
+    it: per-process limits, and one warning per process.
+    """
+    global _warned_no_shared_store
+    redis_conn_id = str(conn_extras.get(BUDGET_REDIS_EXTRA) or "").strip()
+    if redis_conn_id:
+        from airflow_provider_exactonline.budget.redis_limiter import RedisRateLimiter, redis_client_factory
+
+        reserve = float(conn_extras.get("budget_reserve", 0.10))
+        return RedisRateLimiter(redis_client_factory(redis_conn_id), config.client_id, clock, reserve=reserve)
+    if not _warned_no_shared_store:
+        _warned_no_shared_store = True
+        log.warning(
+            "Exact Online connection %r has no shared API budget (extra %r): rate limits are kept per "
+            "process, so parallel tasks on one division may meet HTTP 429s",
+            getattr(config, "conn_id", "?"),
+            BUDGET_REDIS_EXTRA,
+        )
     return LocalRateLimiter(clock)
