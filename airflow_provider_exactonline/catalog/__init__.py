@@ -30,10 +30,9 @@ Raw paths
     matches).
 
 Mode → variant (:meth:`EntitySpec.variant_for`)
-    ``"full"``: ``bulk`` if the entity has one, else ``standard`` if that allows GET, else ``sync`` (a sync
-    endpoint read without a Timestamp filter returns every row). Mandatory filtering refuses an unfiltered
-    bulk/standard read of an entity with a sync twin: callers reading everything check
-    :meth:`EntitySpec.mandatory_filter_fields` and read ``sync`` instead. ``"incremental"``: ``sync`` or
+    ``"full"``: ``sync`` if the entity has one (mandatory filtering refuses an unfiltered bulk/standard
+    read of an entity with a sync twin, and a sync read from the start yields the watermark), else ``bulk``,
+    else ``standard`` if that allows GET. ``"incremental"``: ``sync`` or
     :class:`ExactOnlineCatalogError` naming the alternative (``mode='full'`` with the endpoint it would use).
 
 API contract (other modules code against these names)

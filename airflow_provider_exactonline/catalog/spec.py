@@ -179,12 +179,13 @@ class EntitySpec(FieldChecks):
         return self._endpoint(variant).select_required
 
     def _full_variant(self) -> Variant | None:
-        if "bulk" in self._endpoints:
-            return "bulk"
+        # An entity with a sync twin has mandatory filtering on its standard and bulk endpoints: an
+        # unfiltered read of those is a 400, so everything is read through sync/ (which also yields a watermark).
+        for variant in ("sync", "bulk"):
+            if variant in self._endpoints:
+                return variant
         if "standard" in self._endpoints and "GET" in self._endpoints["standard"].methods:
             return "standard"
-        if "sync" in self._endpoints:
-            return "sync"
         return None
 
     def variant_for(self, mode: str) -> Variant:

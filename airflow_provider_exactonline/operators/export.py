@@ -30,6 +30,7 @@ from airflow_provider_exactonline.operators.writers import EXTENSIONS, PartWrite
 
 MANIFEST = "_manifest.json"
 TMP_DIR = "_tmp"
+FULL_SYNC_FROM = 1  # a full export through sync/ reads Timestamp > 1: every row
 DELETED_FIELDS = ("ID", "EntityKey", "EntityType", "Timestamp", "DeletedBy", "DeletedDate", "Division")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -60,10 +61,12 @@ def entity_label(spec: Any, entity: str) -> str:
     return f"{service}/{name}" if service else str(name)
 
 
-def choose_variant(spec: Any, mode: str, entity: str) -> tuple[str, str]:
-    """``(variant, API path)`` for an export mode: full -> bulk, else standard; incremental -> sync.
+def choose_variant(spec: Any, mode: str, entity: str, *, filtered: bool = False) -> tuple[str, str]:
+    """``(variant, API path)`` for an export mode: the catalog's ``spec.variant_for(mode)`` (full -> sync,
+    else bulk, else standard; incremental -> sync).
 
-    Uses the catalog's ``spec.variant_for(mode)`` when it has one; the rule is the same.
+    ``filtered``: a full export with the user's own ``$filter`` cannot read sync/ (it filters on Timestamp
+    only), so it reads bulk/ or the standard endpoint, where the hook checks Exact's mandatory filtering.
     """
     if spec is None:
         # A raw path the catalog lacks: the caller said exactly what to call.
@@ -77,7 +80,9 @@ def choose_variant(spec: Any, mode: str, entity: str) -> tuple[str, str]:
             "sync" if raw.lower().startswith("sync/") else "bulk" if raw.lower().startswith("bulk/") else "standard"
         ), raw
     variant_for = _get(spec, "variant_for")
-    if callable(variant_for):
+    if mode == "full" and filtered and (_get(spec, "bulk_path") or _get(spec, "path")):
+        variant = "bulk" if _get(spec, "bulk_path") else "standard"
+    elif callable(variant_for):
         variant = variant_for(mode)
     elif mode == "incremental":
         if not _get(spec, "sync_path"):
@@ -269,9 +274,12 @@ class DivisionExport:
                 self._remove(child)
 
     def run(self) -> dict[str, Any]:
-        variant, api_path = choose_variant(self.spec, self.mode, self.entity)
+        variant, api_path = choose_variant(self.spec, self.mode, self.entity, filtered=bool(self.filter))
         store = self.watermark_store
         incremental = self.mode == "incremental"
+        # A full export through sync/ reads from the start and yields the watermark the next incremental
+        # run starts from, so nothing is read twice.
+        full_sync = not incremental and variant == "sync"
         stored: Watermark | None = None
         if incremental:
             if store is None:
@@ -319,6 +327,9 @@ class DivisionExport:
                 wm_from,
                 "" if stored else " (no watermark yet: full load)",
             )
+        elif full_sync:
+            query_filter = f"Timestamp gt {odata.long(FULL_SYNC_FROM)}"
+            self._info("Full export of %s division %s from %s (every row)", self.label, self.division, api_path)
         else:
             query_filter = self.filter or None
             self._info("Full export of %s division %s from %s", self.label, self.division, api_path)
@@ -328,7 +339,7 @@ class DivisionExport:
         try:
             for page in self.hook.iter_pages(api_path, select=fields, filter=query_filter, division=self.division):
                 cleaned = [clean_record(r, convert_dates=self.convert_dates, timezone=timezone) for r in page]
-                if incremental:
+                if incremental or full_sync:
                     for record in page:
                         ts = record.get("Timestamp")
                         if ts is not None and int(ts) > max_ts:
@@ -375,7 +386,7 @@ class DivisionExport:
             "watermark": {
                 "variable": self.watermark_key if incremental else None,
                 "from": wm_from if incremental else None,
-                "to": max_ts if incremental else None,
+                "to": max_ts if incremental or full_sync else None,
                 "deleted_from": del_from if deletes is not None else None,
                 "deleted_to": del_to if deletes is not None else None,
                 "full_load": incremental and stored is None,
@@ -388,7 +399,7 @@ class DivisionExport:
             "provider_version": __version__,
         }
         self.finalize(manifest)
-        if incremental and store is not None:
+        if (incremental or full_sync) and store is not None:
             store.set(
                 self.watermark_key,
                 Watermark(

@@ -45,7 +45,9 @@ class ExactOnlineToObjectStorageOperator(_ExactOnlineBase):
         ``[exactonline] export_path`` or ``file://$AIRFLOW_HOME/exactonline-exports``).
     :param path_conn_id: connection for the object store (e.g. ``aws_default`` for ``s3://``).
     :param format: ``jsonl`` (default), ``csv`` or ``parquet`` (needs the ``parquet`` extra).
-    :param mode: ``full``: the ``bulk/`` endpoint where Exact has one, else the standard one.
+    :param mode: ``full``: the ``sync/`` endpoint from the start where Exact has one (its standard and bulk
+        endpoints refuse unfiltered reads; the watermark is stored for the next incremental run), else
+        ``bulk/``, else the standard one; with ``filter=``: ``bulk/`` or the standard one.
         ``incremental``: the ``sync/`` endpoint from the stored ``Timestamp`` watermark (a first
         run with no watermark is a full load through sync), plus ``sync/Deleted`` rows.
     :param select: fields to export (``"*"`` = all fields the catalog knows; templated).

@@ -310,12 +310,13 @@ def test_deleted_entity_types() -> None:
 # -- export mode -> variant -----------------------------------------------------------------------------
 
 
-def test_variant_for_full_prefers_bulk_then_standard_then_sync() -> None:
-    assert resolve_entity("Accounts").variant_for("full") == "bulk"
-    assert resolve_entity("PurchaseOrders").variant_for("full") == "standard"
+def test_variant_for_full_prefers_sync_then_bulk_then_standard() -> None:
+    assert resolve_entity("Accounts").variant_for("full") == "sync"
+    assert resolve_entity("PurchaseOrders").variant_for("full") == "sync"  # standard has mandatory filtering
     assert resolve_entity("Opportunities").variant_for("full") == "standard"
     assert resolve_entity("PaymentTerms").variant_for("full") == "sync"
-    assert resolve_entity("ProjectWBS").variant_for("full") == "bulk"
+    assert resolve_entity("ProjectWBS").variant_for("full") == "sync"
+    assert resolve_entity("cashflow/Payments").variant_for("full") == "bulk"
     with pytest.raises(ExactOnlineCatalogError, match="does not allow GET"):
         resolve_entity("ProcessPayments").variant_for("full")
 

@@ -4,6 +4,7 @@ watermarks in memory)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from airflow_db import ctx
@@ -16,6 +17,7 @@ from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStor
 
 
 def export(conn, tmp_path, store=None, **kwargs):
+    store = store if store is not None else MemoryWatermarkStore()  # no Variables outside a task process
     kwargs.setdefault("entity", "crm/Accounts")
     kwargs.setdefault("divisions", 1001)
     return ExactOnlineToObjectStorageOperator(
@@ -33,25 +35,51 @@ def ids(path, kind="part"):
     return [r.get("ID") or r.get("EntityKey") for r in iter_output_records(path, kind)]
 
 
-def test_full_mode_reads_bulk_and_writes_layout(fake, conn, tmp_path):
-    summary = export(conn, tmp_path, rows_per_part=100).execute(ctx("manual__full"))
-    assert summary["rows"] == 150 and summary["mode"] == "full"
-    assert summary["divisions"][0]["endpoint"] == "bulk/CRM/Accounts"
-    assert any("/bulk/CRM/Accounts" in r.path for r in fake.requests)
+@pytest.mark.fake_exact_online(rows={"crm/Accounts": 2500}, mandatory_filtering=True)
+def test_full_mode_reads_sync_from_the_start_and_hands_its_watermark_to_the_next_run(fake, conn, tmp_path):
+    store = MemoryWatermarkStore()
+    before = len(fake.requests)
+    summary = export(conn, tmp_path, store, rows_per_part=1000).execute(ctx("manual__full"))
+    assert summary["rows"] == 2500 and summary["mode"] == "full"
+    assert summary["divisions"][0]["endpoint"] == "sync/CRM/Accounts"
+    api = [r for r in fake.requests[before:] if "/api/v1/" in r.path]
+    assert len(api) == math.ceil(2500 / 1000) and all("/sync/CRM/Accounts" in r.path for r in api)
+    assert all(r.status == 200 for r in api)  # mandatory filtering is on: no bulk/standard read was made
     final = tmp_path / "crm" / "Accounts" / "division=1001" / "manual__full__adhoc_airflow.export"
-    assert sorted(p.name for p in final.iterdir()) == ["_manifest.json", "part-00000.jsonl", "part-00001.jsonl"]
+    assert sorted(p.name for p in final.iterdir()) == [
+        "_manifest.json",
+        "part-00000.jsonl",
+        "part-00001.jsonl",
+        "part-00002.jsonl",
+    ]
     manifest = json.loads((final / "_manifest.json").read_text())
-    assert manifest["rows"] == 150 and [p["rows"] for p in manifest["parts"]] == [100, 50]
-    assert manifest["api_calls"] >= 1 and "Code" in manifest["fields"]
-    assert manifest["watermark"]["to"] is None  # full mode never touches the watermark
-    source = {r["ID"] for r in fake.records("crm/Accounts", 1001)}
-    assert sorted(ids(run_dir(tmp_path, summary))) == sorted(source)
+    assert manifest["rows"] == 2500 and [p["rows"] for p in manifest["parts"]] == [1000, 1000, 500]
+    assert "Code" in manifest["fields"]
+    source = list(fake.records("crm/Accounts", 1001))
+    assert sorted(ids(run_dir(tmp_path, summary))) == sorted(r["ID"] for r in source)
+    watermark = store.get(watermark_key(conn["exactonline_conn_id"], "crm/Accounts", 1001, "adhoc_airflow.export"))
+    assert watermark is not None and watermark.timestamp == manifest["watermark"]["to"]
+    assert watermark.timestamp == max(int(r["Timestamp"]) for r in source)
     assert not list((tmp_path / "crm" / "Accounts" / "division=1001" / "_tmp").iterdir())
 
+    # The next incremental run reads only what changed after the full load.
+    changed = fake.update_record("crm/Accounts", 1001, source[7]["ID"], {"Name": "Changed after the full load"})
+    later = export(conn, tmp_path, store, mode="incremental").execute(ctx("scheduled__next"))
+    assert later["rows"] == 1
+    assert ids(run_dir(tmp_path, later)) == [changed["ID"]]
 
-def test_mode_picks_bulk_sync_standard_and_refuses_clearly():
+
+def test_full_mode_with_a_filter_reads_bulk_where_mandatory_filtering_is_checked(fake, conn, tmp_path):
+    summary = export(conn, tmp_path, filter="Blocked eq false").execute(ctx("manual__filtered"))
+    assert summary["divisions"][0]["endpoint"] == "bulk/CRM/Accounts" and summary["rows"] == 150
+    with pytest.raises(ExactOnlineCatalogError, match="mandatory filtering"):
+        export(conn, tmp_path, filter="Website eq 'x'").execute(ctx("manual__bad"))
+
+
+def test_mode_picks_sync_bulk_standard_and_refuses_clearly():
     accounts = resolve_entity("Accounts")
-    assert choose_variant(accounts, "full", "Accounts") == ("bulk", "bulk/CRM/Accounts")
+    assert choose_variant(accounts, "full", "Accounts") == ("sync", "sync/CRM/Accounts")
+    assert choose_variant(accounts, "full", "Accounts", filtered=True) == ("bulk", "bulk/CRM/Accounts")
     assert choose_variant(accounts, "incremental", "Accounts") == ("sync", "sync/CRM/Accounts")
     no_bulk = next(
         s
@@ -62,6 +90,7 @@ def test_mode_picks_bulk_sync_standard_and_refuses_clearly():
     with pytest.raises(ExactOnlineCatalogError, match="mode='full'"):
         choose_variant(no_bulk, "incremental", no_bulk.name)
     lines = resolve_entity("SalesInvoiceLines")  # bulk, no sync
+    assert choose_variant(lines, "full", "SalesInvoiceLines") == ("bulk", "bulk/SalesInvoice/SalesInvoiceLines")
     with pytest.raises(ExactOnlineCatalogError, match=r"no sync endpoint.*mode='full'"):
         choose_variant(lines, "incremental", "SalesInvoiceLines")
 
@@ -206,7 +235,7 @@ def test_all_divisions_and_templated_fields(fake, conn, tmp_path):
     assert [d["division"] for d in summary["divisions"]] == [1001, 1002]
     assert summary["rows"] == 300
     first = next(iter_output_records(run_dir(tmp_path, summary, 1)))
-    assert set(first) == {"ID", "Code", "Name"}
+    assert set(first) == {"ID", "Code", "Name", "Timestamp"}  # a sync read always carries its Timestamp
 
 
 def test_filter_with_incremental_is_refused(fake, conn, tmp_path):

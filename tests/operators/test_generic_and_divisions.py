@@ -51,7 +51,7 @@ def test_post_body_and_large_answer_written_to_storage(fake, conn, tmp_path):
     op = ExactOnlineOperator(
         task_id="big",
         endpoint="crm/Accounts",
-        query={"$select": "ID,Name"},
+        query={"$select": "ID,Name", "$filter": "Blocked eq false"},
         paginate=True,
         division=1001,
         max_xcom_bytes=1000,
@@ -118,7 +118,9 @@ def test_post_whose_answer_was_lost_fails_without_airflow_retry(fake, conn):
 def test_idempotent_call_failures_stay_retryable(fake, conn):
     fake.fail_next(1, status=503, path_contains="crm/Accounts")
     params = {**conn, "hook_params": {**conn["hook_params"], "max_retries": 0}}
-    op = ExactOnlineOperator(task_id="get", endpoint="crm/Accounts", query={"$select": "ID"}, division=1001, **params)
+    op = ExactOnlineOperator(
+        task_id="get", endpoint="crm/Accounts", query={"$select": "ID", "$filter": "Blocked eq false"}, division=1001, **params
+    )
     with pytest.raises(ExactOnlineServerError) as caught:
         op.execute(ctx())
     assert not isinstance(caught.value, AirflowFailException)  # a GET is safe to repeat: Airflow may retry

@@ -10,6 +10,7 @@ import pytest
 from airflow_db import ctx
 
 from airflow_provider_exactonline.operators.exactonline import ExactOnlineToObjectStorageOperator
+from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore
 from airflow_provider_exactonline.operators.export import iter_output_records
 
 pytest.importorskip("airflow.providers.openlineage.extractors")
@@ -17,6 +18,7 @@ pytest.importorskip("airflow.providers.openlineage.extractors")
 
 def export(conn, tmp_path, **kwargs):
     kwargs.setdefault("entity", "crm/Accounts")
+    kwargs.setdefault("watermark_store", MemoryWatermarkStore())  # no Variables outside a task process
     return ExactOnlineToObjectStorageOperator(task_id="export", path=str(tmp_path), **conn, **kwargs)
 
 
