@@ -122,7 +122,9 @@ def test_snippet_runs(snippet: Snippet, snippet_env: dict[str, str]) -> None:
     code = _with_preceding(snippet)
     command = [sys.executable, "-c", code] if snippet.lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
     result = subprocess.run(command, cwd=REPO, env=snippet_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{snippet.id} failed:\n{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"{snippet.id} failed:\n{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )
 
 
 @pytest.mark.parametrize("snippet", [s for s in ALL if s.lang == "json"], ids=lambda s: s.id)

@@ -119,7 +119,11 @@ def test_idempotent_call_failures_stay_retryable(fake, conn):
     fake.fail_next(1, status=503, path_contains="crm/Accounts")
     params = {**conn, "hook_params": {**conn["hook_params"], "max_retries": 0}}
     op = ExactOnlineOperator(
-        task_id="get", endpoint="crm/Accounts", query={"$select": "ID", "$filter": "Blocked eq false"}, division=1001, **params
+        task_id="get",
+        endpoint="crm/Accounts",
+        query={"$select": "ID", "$filter": "Blocked eq false"},
+        division=1001,
+        **params,
     )
     with pytest.raises(ExactOnlineServerError) as caught:
         op.execute(ctx())

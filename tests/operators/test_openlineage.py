@@ -10,8 +10,8 @@ import pytest
 from airflow_db import ctx
 
 from airflow_provider_exactonline.operators.exactonline import ExactOnlineToObjectStorageOperator
-from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore
 from airflow_provider_exactonline.operators.export import iter_output_records
+from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore
 
 pytest.importorskip("airflow.providers.openlineage.extractors")
 
