@@ -1,7 +1,8 @@
 """Every code block in README.md and docs/ runs, so a copied snippet works.
 
 A fenced block tagged ``python``, ``bash`` or ``sh`` is executed in a subprocess from the repository root,
-with a fake Exact Online server running and ``exactonline_default`` pointing at it (see ``snippet_env``).
+with a fake Exact Online server running and ``exactonline_default`` pointing at it (see ``snippet_env``),
+in a copy of the repository, so that what a snippet writes never lands in the checkout.
 Its first line may say otherwise, and must then say why:
 
 - ``# not runnable: <reason>`` — e.g. it needs a real Exact account or an interactive browser;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,7 +30,8 @@ import pytest
 from tests.airflow_db import connection_json
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# docs/fake-server.md has its own runner (tests/testing/test_fake_docs.py): its pytest example needs a session.
+DOCS = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "fake-server.md")]
 RUNNABLE = {"python", "bash", "sh"}
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 CONTINUES = "# continues the block above"
@@ -88,18 +91,23 @@ def snippet_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     from airflow_provider_exactonline.testing import FakeExactOnline
 
     home = tmp_path_factory.mktemp("snippet-airflow-home")
+    workdir = tmp_path_factory.mktemp("snippet-checkout") / "repo"
+    shutil.copytree(
+        REPO, workdir, ignore=shutil.ignore_patterns(".git", ".venv", "test-artifacts", "*.egg-info", "__pycache__")
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(workdir),
     )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
     with FakeExactOnline(auto_approve=True) as fake:
         env["AIRFLOW_CONN_EXACTONLINE_DEFAULT"] = connection_json(fake)
         env["EXACTONLINE_FAKE_URL"] = fake.base_url
+        env["SNIPPET_WORKDIR"] = str(workdir)
         yield env
 
 
@@ -121,10 +129,11 @@ def test_snippet_runs(snippet: Snippet, snippet_env: dict[str, str]) -> None:
         return
     code = _with_preceding(snippet)
     command = [sys.executable, "-c", code] if snippet.lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
-    result = subprocess.run(command, cwd=REPO, env=snippet_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (
-        f"{snippet.id} failed:\n{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    result = subprocess.run(
+        command, cwd=snippet_env["SNIPPET_WORKDIR"], env=snippet_env, capture_output=True, text=True, timeout=300
     )
+    output = f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{snippet.id} failed:\n{code}\n{output}"
 
 
 @pytest.mark.parametrize("snippet", [s for s in ALL if s.lang == "json"], ids=lambda s: s.id)
