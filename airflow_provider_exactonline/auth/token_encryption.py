@@ -1,10 +1,10 @@
-"""Encryption at rest for token values kept in Airflow Variables.
+"""Encryption at rest for the token pair kept in Airflow Variables.
 
 At ``logging_level = DEBUG`` the Task SDK supervisor logs every Variable write with its value, and
-anyone allowed to read Variables can read them, so a token pair must never sit there in clear. The key
-is derived from the connection's client secret (which every process that may refresh already holds)
-with HKDF/SHA-256 and the fixed context string :data:`KEY_CONTEXT`; the value is a Fernet token.
-Not yet wired into the Variable store (see docs/tokens.md).
+anyone allowed to read Variables sees them, so the pair is stored as a Fernet token. The key is
+derived with HKDF-SHA256 from the connection's client secret (which every process that may refresh
+holds anyway) and bound to the conn_id through the HKDF ``info`` string
+``KEY_INFO + b":" + conn_id``. See docs/tokens.md.
 """
 
 from __future__ import annotations
@@ -17,51 +17,68 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from airflow_provider_exactonline.exceptions import ExactOnlineReauthorizationRequired
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineReauthorizationRequired
 
-#: HKDF ``info``: changing it makes every stored value unreadable, so it is versioned and fixed.
-KEY_CONTEXT = b"airflow-provider-exactonline token variable v1"
-#: Marker key of an encrypted Variable value (``{"fernet": "<token>"}``).
-ENCRYPTED_KEY = "fernet"
+KEY_INFO = b"airflow-provider-exactonline/token-variable/v1"
+ENVELOPE_VERSION = 1
 
 
-class TokenValueUndecryptable(ExactOnlineReauthorizationRequired):
-    """The stored value was encrypted with another client secret; it is kept, never overwritten silently."""
-
-
-def fernet_for(client_secret: str) -> Fernet:
+def derive_key(client_secret: str, conn_id: str) -> bytes:
+    """The Fernet key (urlsafe base64 of 32 bytes) for this connection's token Variable."""
     if not client_secret:
-        raise ValueError("a client secret is needed to derive the token encryption key")
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_CONTEXT).derive(client_secret.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+        raise ExactOnlineConfigError(
+            f"Connection {conn_id!r} has no client secret (password), so its token Variable cannot be encrypted; "
+            f"set the app's client secret as the connection's password."
+        )
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO + b":" + conn_id.encode())
+    return base64.urlsafe_b64encode(hkdf.derive(client_secret.encode()))
 
 
-def encrypt_json(data: dict[str, Any], client_secret: str) -> str:
-    """``data`` as the JSON text ``{"fernet": ...}``, safe to log and to show in the Variables list."""
-    token = fernet_for(client_secret).encrypt(json.dumps(data).encode()).decode()
-    return json.dumps({ENCRYPTED_KEY: token})
+def encrypt_payload(payload: dict[str, Any], client_secret: str, conn_id: str) -> str:
+    """``{"v": 1, "fernet": "..."}``: the JSON of ``payload`` encrypted; safe to log."""
+    token = Fernet(derive_key(client_secret, conn_id)).encrypt(json.dumps(payload).encode())
+    return json.dumps({"v": ENVELOPE_VERSION, "fernet": token.decode()})
 
 
-def is_encrypted(raw: str) -> bool:
+def is_encrypted(value: Any) -> bool:
+    return isinstance(value, dict) and "fernet" in value
+
+
+def decrypt_payload(raw: str, client_secret: str, conn_id: str) -> dict[str, Any] | None:
+    """The stored dict from a Variable value, encrypted or (written by an older version) plaintext JSON.
+
+    Raises :class:`ExactOnlineReauthorizationRequired` when the value was encrypted with another key
+    (the client secret changed): the stored pair is unreadable, so a person must authorize again.
+    Returns None for a value that is not JSON at all.
+    """
     try:
-        parsed = json.loads(raw)
+        outer = json.loads(raw)
     except ValueError:
-        return False
-    return isinstance(parsed, dict) and isinstance(parsed.get(ENCRYPTED_KEY), str)
-
-
-def decrypt_json(raw: str, client_secret: str, conn_id: str) -> dict[str, Any]:
-    """The dict ``encrypt_json`` wrote; plaintext JSON (older versions) is returned as is."""
-    parsed = json.loads(raw)
-    if not (isinstance(parsed, dict) and isinstance(parsed.get(ENCRYPTED_KEY), str)):
-        return parsed if isinstance(parsed, dict) else {}
+        return None
+    if not is_encrypted(outer):
+        return outer if isinstance(outer, dict) else None  # plaintext: rewritten encrypted on the next save
     try:
-        plain = fernet_for(client_secret).decrypt(parsed[ENCRYPTED_KEY].encode())
+        plain = Fernet(derive_key(client_secret, conn_id)).decrypt(str(outer["fernet"]).encode())
     except InvalidToken:
-        raise TokenValueUndecryptable(
+        raise ExactOnlineReauthorizationRequired(
             conn_id,
-            "the stored token pair was encrypted with a different client secret (was the connection's password "
-            "changed?); restore the old secret or re-authorize the connection",
+            "the token pair stored in the Airflow Variable cannot be decrypted with the connection's current "
+            "client secret (was the secret changed?)",
         ) from None
     data = json.loads(plain)
-    return data if isinstance(data, dict) else {}
+    return data if isinstance(data, dict) else None
+
+
+def client_secret_of(conn_id: str) -> str:
+    """The connection's client secret (password), looked up the way this process can (Task SDK or ORM)."""
+    from airflow_provider_exactonline.auth import process_context
+
+    if process_context.process_kind() == process_context.TASK_SDK:
+        from airflow.sdk import Connection
+
+        password = Connection.get(conn_id).password
+    else:
+        from airflow.models import Connection as OrmConnection
+
+        password = OrmConnection.get_connection_from_secrets(conn_id).password
+    return password or ""

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from airflow_provider_exactonline.auth import process_context
 from airflow_provider_exactonline.auth.masking import mask
+from airflow_provider_exactonline.auth.token_encryption import client_secret_of, decrypt_payload, encrypt_payload
 from airflow_provider_exactonline.auth.token_state import EXTRA_LAST_ERROR, TokenState
 from airflow_provider_exactonline.exceptions import ExactOnlineAuthError, ExactOnlineConfigError
 
@@ -364,9 +365,11 @@ class VariableTokenStore:
         lease_ttl: float | None = None,
         lock_timeout: float | None = None,
         backend: Any = None,
+        client_secret: str | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.name = "variable"
+        self._client_secret = client_secret  # None: looked up from the connection when first needed
         self.token_key = f"{TOKEN_VARIABLE_PREFIX}{conn_id}"
         self.lease_key = f"{LEASE_VARIABLE_PREFIX}{conn_id}"
         self.settle_delay = settle_delay if settle_delay is not None else _conf_float("token_lease_settle_seconds", 1.5)
@@ -384,25 +387,33 @@ class VariableTokenStore:
     def backend(self) -> Any:
         return self._backend or _variables()
 
+    @property
+    def client_secret(self) -> str:
+        if self._client_secret is None:
+            self._client_secret = client_secret_of(self.conn_id)
+        return self._client_secret
+
     def _read_raw(self, key: str) -> str | None:
         return self.backend.get(key)
 
     # -- protocol
     def load(self) -> TokenState | None:
+        """The stored pair (encrypted, or plaintext from an older version); raises
+        :class:`ExactOnlineReauthorizationRequired` when it cannot be decrypted (client secret changed)."""
         raw = self._read_raw(self.token_key)
         if not raw:
             return None
-        try:
-            state = TokenState.from_dict(json.loads(raw))
-        except ValueError:
+        data = decrypt_payload(raw, self.client_secret, self.conn_id)
+        if data is None:
             log.warning("Variable %s is not valid JSON; ignoring it", self.token_key)
             return None
+        state = TokenState.from_dict(data)
         if state is not None:
             mask(state.access_token, state.refresh_token)
         return state
 
     def save(self, state: TokenState) -> None:
-        self.backend.set(self.token_key, json.dumps(state.to_dict()))
+        self.backend.set(self.token_key, encrypt_payload(state.to_dict(), self.client_secret, self.conn_id))
 
     def _read_lease(self) -> dict[str, Any]:
         raw = self._read_raw(self.lease_key)
@@ -516,7 +527,7 @@ def default_stores(config: Any, conn_extras: dict[str, Any] | None = None) -> li
     """
     conn_id = config.conn_id
     if process_context.process_kind() == process_context.TASK_SDK:
-        return [VariableTokenStore(conn_id), ConnectionReadOnlySource(conn_id)]
+        return [VariableTokenStore(conn_id, client_secret=config.client_secret), ConnectionReadOnlySource(conn_id)]
     extras_store = ConnectionExtrasTokenStore(conn_id)
     try:
         in_db = extras_store.exists()
@@ -527,5 +538,5 @@ def default_stores(config: Any, conn_extras: dict[str, Any] | None = None) -> li
             f"Airflow, or pass token_store=... to the hook."
         ) from err
     if in_db:
-        return [extras_store, VariableTokenStore(conn_id)]
-    return [VariableTokenStore(conn_id), ConnectionReadOnlySource(conn_id)]
+        return [extras_store, VariableTokenStore(conn_id, client_secret=config.client_secret)]
+    return [VariableTokenStore(conn_id, client_secret=config.client_secret), ConnectionReadOnlySource(conn_id)]
