@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from airflow_provider_exactonline.auth import process_context
 from airflow_provider_exactonline.auth.masking import mask
-from airflow_provider_exactonline.auth.token_encryption import client_secret_of, decrypt_payload, encrypt_payload
+from airflow_provider_exactonline.auth.token_encryption import client_secret_of, decrypt_json, encrypt_json
 from airflow_provider_exactonline.auth.token_state import EXTRA_LAST_ERROR, TokenState
 from airflow_provider_exactonline.exceptions import ExactOnlineAuthError, ExactOnlineConfigError
 
@@ -403,8 +403,9 @@ class VariableTokenStore:
         raw = self._read_raw(self.token_key)
         if not raw:
             return None
-        data = decrypt_payload(raw, self.client_secret, self.conn_id)
-        if data is None:
+        try:
+            data = decrypt_json(raw, self.client_secret, self.conn_id)
+        except json.JSONDecodeError:
             log.warning("Variable %s is not valid JSON; ignoring it", self.token_key)
             return None
         state = TokenState.from_dict(data)
@@ -413,7 +414,10 @@ class VariableTokenStore:
         return state
 
     def save(self, state: TokenState) -> None:
-        self.backend.set(self.token_key, encrypt_payload(state.to_dict(), self.client_secret, self.conn_id))
+        self.backend.set(
+            self.token_key,
+            encrypt_json(state.to_dict(), self.client_secret, self.conn_id, clear={"obtained_at": state.obtained_at}),
+        )
 
     def _read_lease(self) -> dict[str, Any]:
         raw = self._read_raw(self.lease_key)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_exactonline.auth.token_encryption import decrypt_json
 from airflow_provider_exactonline.testing import FakeExactOnline
 
 from .rotation_support import (
@@ -102,8 +103,9 @@ def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) ->
             assert all(o.startswith("blocked: RuntimeError") for o in summary["orm"]), summary
             assert summary["stores"] == ["variable,connection (read-only)"], summary
             assert_rotation_healthy(summary)
-            variable = json.loads(run_airflow(env, "variables", "get", f"exactonline_token__{conn_id}"))
-            assert variable["refresh_token"] == fake.current_refresh_token
+            raw = run_airflow(env, "variables", "get", f"exactonline_token__{conn_id}")
+            variable = decrypt_json(raw, fake.client_secret, conn_id)  # encrypted at rest
+            assert variable["refresh_token"] == fake.current_refresh_token and fake.current_refresh_token not in raw
         except BaseException:
             print(procs.dump(8000))
             raise
