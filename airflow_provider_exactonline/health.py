@@ -235,7 +235,7 @@ def newest_tokens(conn: Any) -> tuple[TokenState | None, str | None]:
     try:
         from airflow_provider_exactonline.auth.token_stores import VariableTokenStore
 
-        store = VariableTokenStore(conn.conn_id)
+        store = VariableTokenStore(conn.conn_id, client_secret=getattr(conn, "password", None) or None)
         variable = store.load()
     except Exception:
         variable = None

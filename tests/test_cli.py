@@ -370,7 +370,6 @@ def test_a_rotation_during_the_division_lookup_is_kept(
     no_token_variables: None, said: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The lookup refreshes (1 s tokens, a slow first call): the DB and --print end with the live pair."""
-    from airflow_db import get_variable
 
     from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
 
@@ -392,8 +391,10 @@ def test_a_rotation_during_the_division_lookup_is_kept(
         stored = extras()
         assert stored["refresh_token"] == short.current_refresh_token  # the rotated pair, not the spent one
         assert stored["division"] == 1001
-        variable = json.loads(get_variable(f"exactonline_token__{CONN}") or "{}")
-        assert variable.get("refresh_token") == short.current_refresh_token  # both stores written, as everywhere
+        from airflow_provider_exactonline.auth.token_stores import VariableTokenStore
+
+        variable = VariableTokenStore(CONN).load()  # encrypted at rest: read through the store
+        assert variable is not None and variable.refresh_token == short.current_refresh_token  # both stores written
 
         slowed.clear()
         said.clear()  # ApprovingStdin approves the first URL said

@@ -122,7 +122,7 @@ def test_load_health_prefers_the_newer_variable(monkeypatch: pytest.MonkeyPatch)
     migrate()
     now = time.time()
     stale = conn({**tokens(0), "token_obtained_at": now - 20 * DAY, "division": 1})
-    store = VariableTokenStore("exact")
+    store = VariableTokenStore("exact", client_secret="client-secret")
     newer = TokenState(
         access_token="AT-new",
         refresh_token="RT-new",

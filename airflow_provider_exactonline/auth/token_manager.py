@@ -25,6 +25,7 @@ import tenacity
 
 from airflow_provider_exactonline.auth import oauth
 from airflow_provider_exactonline.auth.masking import mask
+from airflow_provider_exactonline.auth.token_encryption import TokenValueUndecryptable
 from airflow_provider_exactonline.auth.token_state import DEFAULT_WINDOW_SAFETY, TokenState
 from airflow_provider_exactonline.auth.token_stores import StoreStateChanged, _conf_float, default_stores, is_read_only
 from airflow_provider_exactonline.clock import SYSTEM_CLOCK, Clock
@@ -148,8 +149,13 @@ class TokenManager:
 
     def _load_all(self) -> list[TokenState]:
         states: list[TokenState] = []
+        unreadable: list[TokenValueUndecryptable] = []
         for store in self.stores:
-            state = store.load()
+            try:
+                state = store.load()
+            except TokenValueUndecryptable as unreadable_err:
+                unreadable.append(unreadable_err)
+                continue
             if state is not None:
                 mask(state.access_token, state.refresh_token)
                 states.append(state)
@@ -157,6 +163,11 @@ class TokenManager:
             states.append(self.seed)
         if self._state is not None:
             states.append(self._state)
+        for err in unreadable:
+            # Only a pair obtained after the unreadable one (a re-authorization) may replace it.
+            if not any(s.obtained_at and err.obtained_at and s.obtained_at > err.obtained_at for s in states):
+                raise err
+            log.warning("Connection %r: replacing a token pair encrypted with an older client secret", self.conn_id)
         return states
 
     def _reload(self) -> TokenState | None:

@@ -345,20 +345,26 @@ def create_app() -> FastAPI:
                 "access_denied": "Access was not granted at Exact Online (the Exact user declined, "
                 "or the app is not allowed for this user). Nothing was changed.",
             }.get(error, "Exact Online refused the authorization. Nothing was changed.")
-            raise PageError(
-                400, "Exact Online refused", explanation, f"Exact said: {error}: {error_description or ''}".strip()
-            )
+            said = f"Exact said: {error}: {error_description}" if error_description else f"Exact said: {error}"
+            retry = "To try again, click Connect on the Exact Online page and choose Authorize at Exact."
+            raise PageError(400, "Exact Online refused", explanation, f"{said}. {retry}")
         if not code:
             raise PageError(400, "Invalid authorization response", "Exact Online sent no authorization code.")
         config = _config_for(conn_id)
         try:
             tokens = exchange_code(config, code, redirect_uri=pending.redirect_uri)
         except ExactOnlineError as err:
+            wrong_secret = "client" in err.message.lower() and "credential" in err.message.lower()
             raise PageError(
                 502,
-                "Exact Online refused the authorization code",
+                "Exact Online refused the client secret"
+                if wrong_secret
+                else "Exact Online refused the authorization code",
                 err.message,
-                "Check the client secret and the redirect URI registered in Exact's App Center, "
+                f"Put the app's client secret from Exact's App Center in the Password field of connection "
+                f"{conn_id!r} (Admin > Connections), then click Connect again."
+                if wrong_secret
+                else "Check the client secret and the redirect URI registered in Exact's App Center, "
                 "then click Connect again (an authorization code lives about 3 minutes and works once).",
             ) from err
         store = ConnectionExtrasTokenStore(conn_id)

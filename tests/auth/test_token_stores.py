@@ -54,7 +54,7 @@ def test_variable_lease_is_exclusive_under_slow_writes() -> None:
     guard = threading.Lock()
 
     def worker() -> None:
-        store = VariableTokenStore("c", settle_delay=0.3, backend=backend, lock_timeout=60)
+        store = VariableTokenStore("c", client_secret="s", settle_delay=0.3, backend=backend, lock_timeout=60)
         for _ in range(3):
             with store.lock():
                 with guard:
@@ -76,8 +76,8 @@ def test_variable_lease_is_exclusive_under_slow_writes() -> None:
 
 def test_variable_lease_waiter_sees_new_state_instead_of_queueing() -> None:
     backend = SlowVariables(max_write_delay=0.0)
-    holder = VariableTokenStore("c", settle_delay=0.05, backend=backend)
-    waiter = VariableTokenStore("c", settle_delay=0.05, backend=backend)
+    holder = VariableTokenStore("c", client_secret="s", settle_delay=0.05, backend=backend)
+    waiter = VariableTokenStore("c", client_secret="s", settle_delay=0.05, backend=backend)
     state = TokenState("a-token-1", "r-token-1", 100, 0)
     with holder.lock():
         threading.Timer(0.2, holder.save, args=(state,)).start()
@@ -88,8 +88,8 @@ def test_variable_lease_waiter_sees_new_state_instead_of_queueing() -> None:
 
 def test_variable_lease_times_out_with_a_clear_error() -> None:
     backend = SlowVariables(max_write_delay=0.0)
-    holder = VariableTokenStore("c", settle_delay=0.01, backend=backend)
-    waiter = VariableTokenStore("c", settle_delay=0.01, backend=backend, lock_timeout=0.5)
+    holder = VariableTokenStore("c", client_secret="s", settle_delay=0.01, backend=backend)
+    waiter = VariableTokenStore("c", client_secret="s", settle_delay=0.01, backend=backend, lock_timeout=0.5)
     with holder.lock(), pytest.raises(ExactOnlineAuthError, match="could not take the token lease"), waiter.lock():
         pass  # pragma: no cover
 
@@ -97,16 +97,20 @@ def test_variable_lease_times_out_with_a_clear_error() -> None:
 def test_expired_lease_is_taken_over() -> None:
     backend = SlowVariables(max_write_delay=0.0)
     backend.values["exactonline_lease__c"] = json.dumps({"owner": "dead-process", "expires_at": time.time() - 1})
-    with VariableTokenStore("c", settle_delay=0.01, backend=backend).lock():
+    with VariableTokenStore("c", client_secret="s", settle_delay=0.01, backend=backend).lock():
         assert "dead-process" not in backend.values["exactonline_lease__c"]
 
 
 def test_manager_over_variable_store_refreshes_once(fake, clock, config) -> None:
     backend = SlowVariables(max_write_delay=0.05)
-    first = VariableTokenStore(config.conn_id, settle_delay=0.1, backend=backend)
+    first = VariableTokenStore(config.conn_id, settle_delay=0.1, backend=backend, client_secret=config.client_secret)
     first.save(authorized_state(fake, clock))
     managers = [
-        TokenManager(config, [VariableTokenStore(config.conn_id, settle_delay=0.1, backend=backend)], clock=clock)
+        TokenManager(
+            config,
+            [VariableTokenStore(config.conn_id, settle_delay=0.1, backend=backend, client_secret=config.client_secret)],
+            clock=clock,
+        )
         for _ in range(4)
     ]
     clock.advance(600)
@@ -132,7 +136,12 @@ def db_connection():
     conn_id = f"exact_store_{random.randrange(10**9)}"
     with create_session() as session:
         session.add(
-            Connection(conn_id=conn_id, conn_type="exactonline", extra=json.dumps({"division": 1001, "keep": "me"}))
+            Connection(
+                conn_id=conn_id,
+                conn_type="exactonline",
+                password="a-client-secret",
+                extra=json.dumps({"division": 1001, "keep": "me"}),
+            )
         )
     yield conn_id
     with create_session() as session:
@@ -198,8 +207,10 @@ def test_variable_store_through_the_orm(db_connection) -> None:
     state = TokenState("an-access-token", "a-refresh-token", 1600.0, 1000.0)
     with store.lock():
         store.save(state)
-    assert VariableTokenStore(db_connection).load() == state
     from airflow.models import Variable
+
+    assert VariableTokenStore(db_connection).load() == state  # key from the connection's password, looked up
+    assert "a-refresh-token" not in Variable.get(f"exactonline_token__{db_connection}")
 
     assert json.loads(Variable.get(f"exactonline_lease__{db_connection}"))["owner"] is None
 

@@ -233,3 +233,42 @@ def start_cluster(procs: Processes, env: dict[str, str], api_port: int, *compone
     for name in ("scheduler", *components):
         procs.start(name, [airflow, name], env)
     wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", 120, procs)
+
+
+def rotation_env(
+    home: Path, db_url: str, api_port: int, conn_id: str, duration: float, out: Path, **extra: str
+) -> dict[str, str]:
+    """``cluster_env`` for the rotation DAG (tests/integration/dags/exactonline_token_rotation.py)."""
+    return cluster_env(
+        home,
+        db_url,
+        api_port,
+        AIRFLOW__CORE__PARALLELISM="16",
+        AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="16",
+        EXACTONLINE_ROTATION_CONN_ID=conn_id,
+        EXACTONLINE_ROTATION_DURATION=str(duration),
+        EXACTONLINE_ROTATION_PAUSE="0.2",
+        EXACTONLINE_ROTATION_OUT=str(out),
+        **extra,
+    )
+
+
+def wait_for_dag_run(db_url: str, dag_id: str, procs: Processes, timeout: float) -> str | None:
+    """The state of the newest run of ``dag_id`` once it is success/failed (or at ``timeout``); fails fast if a
+    cluster process exits."""
+    import psycopg2
+
+    dsn = db_url.replace("postgresql+psycopg2://", "postgresql://")
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT state FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1", (dag_id,))
+            row = cur.fetchone()
+        state = None if row is None else str(row[0])
+        if state in ("success", "failed"):
+            return state
+        for name, proc in procs.procs.items():
+            assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{procs.dump()}"
+        time.sleep(2)
+    return state

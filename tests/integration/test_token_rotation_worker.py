@@ -12,34 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_exactonline.auth.token_encryption import decrypt_json
 from airflow_provider_exactonline.testing import FakeExactOnline
 
 from .rotation_support import (
     Processes,
     assert_rotation_healthy,
-    cluster_env,
     free_port,
     fresh_pg_database,
     prepare_cluster,
     requires_pg,
+    rotation_env,
     run_airflow,
     start_cluster,
     summarize,
+    wait_for_dag_run,
 )
 
 LIFETIME = 15.0
 DURATION = 5 * LIFETIME + 8
 DAG_ID = "exactonline_token_rotation"
-
-
-def _dag_run_state(db_url: str) -> str | None:
-    import psycopg2
-
-    dsn = db_url.replace("postgresql+psycopg2://", "postgresql://")
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT state FROM dag_run WHERE dag_id = %s ORDER BY id DESC LIMIT 1", (DAG_ID,))
-        row = cur.fetchone()
-        return None if row is None else str(row[0])
 
 
 def _task_states(db_url: str) -> dict[str, int]:
@@ -65,17 +57,7 @@ def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) ->
         FakeExactOnline(access_token_lifetime=LIFETIME, minutely_limit=None, daily_limit=None) as fake,
         fresh_pg_database() as db_url,
     ):
-        env = cluster_env(
-            tmp_path / "home",
-            db_url,
-            port,
-            AIRFLOW__CORE__PARALLELISM="16",
-            AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="16",
-            EXACTONLINE_ROTATION_CONN_ID=conn_id,
-            EXACTONLINE_ROTATION_DURATION=str(DURATION),
-            EXACTONLINE_ROTATION_PAUSE="0.2",
-            EXACTONLINE_ROTATION_OUT=str(out),
-        )
+        env = rotation_env(tmp_path / "home", db_url, port, conn_id, DURATION, out)
         prepare_cluster(env, conn_id, fake)
         procs = Processes(tmp_path)
         try:
@@ -83,15 +65,7 @@ def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) ->
             run_airflow(env, "dags", "unpause", DAG_ID)
             started = time.time()
             run_airflow(env, "dags", "trigger", DAG_ID)
-            deadline = time.monotonic() + DURATION + 240
-            state = None
-            while time.monotonic() < deadline:
-                state = _dag_run_state(db_url)
-                if state in ("success", "failed"):
-                    break
-                for name, proc in procs.procs.items():
-                    assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{procs.dump()}"
-                time.sleep(2)
+            state = wait_for_dag_run(db_url, DAG_ID, procs, DURATION + 240)
             ended = time.time()
             results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
             assert state == "success", f"dag run {state}, tasks {_task_states(db_url)}\n{results}\n{procs.dump(8000)}"
@@ -102,8 +76,9 @@ def test_eight_worker_tasks_rotate_through_the_variable_store(tmp_path: Path) ->
             assert all(o.startswith("blocked: RuntimeError") for o in summary["orm"]), summary
             assert summary["stores"] == ["variable,connection (read-only)"], summary
             assert_rotation_healthy(summary)
-            variable = json.loads(run_airflow(env, "variables", "get", f"exactonline_token__{conn_id}"))
-            assert variable["refresh_token"] == fake.current_refresh_token
+            raw = run_airflow(env, "variables", "get", f"exactonline_token__{conn_id}")
+            variable = decrypt_json(raw, fake.client_secret, conn_id)  # encrypted at rest
+            assert variable["refresh_token"] == fake.current_refresh_token and fake.current_refresh_token not in raw
         except BaseException:
             print(procs.dump(8000))
             raise

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_exactonline.auth.token_encryption import decrypt_json
 from airflow_provider_exactonline.testing import FakeExactOnline
 
 from .rotation_support import (
@@ -146,7 +147,9 @@ def test_deferred_sensor_refreshes_tokens_in_a_real_triggerer(tmp_path: Path) ->
                 for r in fake.requests
                 if "salesinvoices" in r.path.lower() and r.method == "GET" and deferred_at <= r.time <= created_at
             ]
-            stored = json.loads(run_airflow(env, "variables", "get", f"exactonline_token__{CONN_ID}"))
+            stored = decrypt_json(
+                run_airflow(env, "variables", "get", f"exactonline_token__{CONN_ID}"), fake.client_secret, CONN_ID
+            )
             db_rows = _query(db_url, "SELECT count(*) FROM variable WHERE key = %s", f"exactonline_token__{CONN_ID}")
             triggerer_jobs = {
                 int(r[0]) for r in _query(db_url, "SELECT id FROM job WHERE job_type = %s", "TriggererJob")

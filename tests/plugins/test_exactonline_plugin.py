@@ -199,6 +199,7 @@ def test_user_denied_at_exact(client: Any, auth: Any, connection: str, conns: An
     response = client.get(f"{location.path}?{location.query}", headers={**auth["admin"], "Accept": "text/html"})
     assert response.status_code == 400
     assert "Access was not granted" in response.text and "access_denied" in response.text
+    assert "access_denied:" not in response.text and "To try again, click Connect" in response.text
     assert "access_token" not in conns.extras(connection)
 
 
@@ -208,6 +209,8 @@ def test_wrong_client_secret_is_shown(client: Any, auth: Any, conns: Any, fake: 
     response = client.get(callback, headers={**auth["admin"], "Accept": "text/html"})
     assert response.status_code == 502
     assert "client credentials" in response.text
+    assert "refused the client secret" in response.text and "Password field" in response.text
+    assert "refused the authorization code" not in response.text
     assert "wrong-secret" not in response.text
     assert "access_token" not in conns.extras(CONN)
 

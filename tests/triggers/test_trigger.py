@@ -76,5 +76,9 @@ def test_refreshes_an_expired_token_through_the_stores(fake, db_conn):
     event = first_event(trigger(db_conn, f"trim(Code) eq '{code}'"))
     assert event["status"] == "success"
     assert fake.current_access_token != first
-    stored = airflow_db.get_variable("exactonline_token__exact_trigger")
-    assert stored is not None and fake.current_refresh_token in stored  # persisted, not just in memory
+    from airflow_provider_exactonline.auth.token_stores import VariableTokenStore
+
+    raw = airflow_db.get_variable("exactonline_token__exact_trigger")
+    assert raw is not None and fake.current_refresh_token not in raw  # encrypted at rest
+    stored = VariableTokenStore("exact_trigger").load()
+    assert stored is not None and stored.refresh_token == fake.current_refresh_token  # persisted, not in memory
