@@ -201,6 +201,7 @@ def distributed_rig(root: Path) -> Iterator[Rig]:
         procs = Processes(root)
         stack.callback(procs.stop_all)
         rig = Rig(root, net, fake, db_url, procs)
+        rig.redis_url = f"redis://{net.host_ip}:{redis_port}"
         rig.env = airflow_env(root / "central", db_url, **settings)
         worker_db = db_url.replace("@127.0.0.1:5432/", f"@{net.host_ip}:{pg.port}/")
         rig.worker_env = airflow_env(root / "worker", worker_db, **settings)
