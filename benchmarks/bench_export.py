@@ -24,56 +24,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
+from bench_iter_records import _hook, start_fake  # the same fake (sync/CRM/Accounts rows) and hook
 
 ENTITY = "crm/Accounts"
 SELECT_10 = ["ID", "Code", "Name", "City", "Country", "Email", "Phone", "Status", "Modified", "Timestamp"]
-CLIENT_ID = "bench-client"
-CLIENT_SECRET = "bench-client-secret-0123456789"
-
-
-def start_fake(rows: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "airflow_provider_exactonline.testing", "serve", "--port", "0"),
-            *("--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--rows", f"{ENTITY}={rows}"),
-            *("--minutely-limit", "1000000", "--daily-limit", "1000000"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    base_url = proc.stdout.readline().strip()
-    if not base_url.startswith("http"):
-        proc.kill()
-        raise RuntimeError(f"the fake did not start (got {base_url!r})")
-    return proc, base_url
 
 
 def export_once(base_url: str, select: list[str] | None, root: Path) -> dict[str, Any]:
     """One export in this process; returns rows, client CPU-seconds and peak RSS (KiB)."""
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_exactonline.auth.token_state import TokenState
-    from airflow_provider_exactonline.auth.token_stores import InMemoryTokenStore
     from airflow_provider_exactonline.catalog import resolve_entity
-    from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
     from airflow_provider_exactonline.operators.export import DivisionExport
     from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore
 
-    tokens = requests.post(f"{base_url}/_fake/issue_tokens", timeout=10).json()
-    now = time.time()
-    extras = {
-        "division": 1001,
-        "access_token": tokens["access_token"],
-        "refresh_token": tokens["refresh_token"],
-        "token_expires_at": now + float(tokens["expires_in"]),
-        "token_obtained_at": now,
-    }
-    connection = {"conn_type": "exactonline", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
-    os.environ["AIRFLOW_CONN_BENCH_EXPORT"] = json.dumps(connection | {"extra": extras})
-    hook = ExactOnlineHook("bench_export", token_store=InMemoryTokenStore(TokenState.from_extras(extras)))
+    hook = _hook(base_url, "bench_export")  # a connection to division 1001 with fresh tokens
     job = DivisionExport(
         hook=hook,
         conn_id="bench_export",
