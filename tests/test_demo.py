@@ -1,43 +1,66 @@
-"""scripts/demo.py end to end in a subprocess: fake server, SQLite DB, CLI authorization, two DAG runs."""
+"""scripts/demo.py: the SQL mirror end to end (fake server, SQLite, CLI authorization, two DAG runs)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+TABLES = ["crm_accounts", "crm_contacts", "salesinvoice_salesinvoices", "logistics_items"]
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_demo(tmp_path):
     home = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "EXACTONLINE_"))}
     result = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--home", str(home), "--rows", "150"],
+        [sys.executable, "scripts/demo.py", "--home", str(home), "--rows", "120"],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "Authorized: tokens stored in connection 'exactonline_default'" in result.stdout
+    lines = re.findall(
+        r"^\s+(\w+)\s+(100[12])\s+(\d+)\s+(\d+)\s+(equal|DIFFERENT)\s+(\d+) / (\d+)$", result.stdout, re.M
+    )
+    assert sorted((t, d) for t, d, *_ in lines) == sorted((t, d) for t in TABLES for d in ("1001", "1002"))
+    for table, division, in_db, in_fake, verdict, _, second_run_calls in lines:
+        assert verdict == "equal" and in_db == in_fake, (table, division)
+        assert second_run_calls == "1"  # an incremental run with nothing new costs one sync/ page
+    assert "All tables equal the fake" in result.stdout
+
     summary = json.loads((home / "demo-summary.json").read_text())
-    first, second = summary["runs"]
-    assert len(first["outputs"]) == len(second["outputs"]) == 10  # 5 entities x 2 divisions
-    accounts_1001 = next(o for o in first["outputs"] if o["entity"] == "crm/Accounts" and o["division"] == 1001)
-    assert accounts_1001["rows"] == 150 and accounts_1001["watermark_from"] == 0
-    changed = next(o for o in second["outputs"] if o["entity"] == "crm/Accounts" and o["division"] == 1001)
-    assert changed["rows"] == 2 and changed["deletes"] == 1
-    assert changed["watermark_from"] == accounts_1001["watermark_to"]
-    run_dir = Path(changed["dir"])
-    rows = [json.loads(line) for line in (run_dir / "part-00000.jsonl").read_text().splitlines()]
-    assert {r["ID"] for r in rows} == {summary["changed"]["created"], summary["changed"]["updated"]}
-    deleted = [json.loads(line) for line in (run_dir / "deleted-00000.jsonl").read_text().splitlines()]
-    assert [d["EntityKey"] for d in deleted] == [summary["changed"]["deleted"]]
-    assert sum(o["rows"] for o in second["outputs"]) == 2
-    key = changed["watermark_variable"]
-    assert summary["watermarks"][key]["timestamp"] == changed["watermark_to"]
-    assert str(home / "exports") in result.stdout
+    accounts = {c["division"]: c for c in summary["comparison"] if c["table"] == "crm_accounts"}
+    assert accounts[1001]["db"] == 120 and accounts[1002]["db"] == 120  # +1 created, -1 deleted in 1001
+    changed = summary["changed"]
+    assert summary["names"] == {
+        changed["updated"]: "Renamed by the demo",
+        changed["recreated"]: "Re-created by the demo",
+    }
+    first, second = summary["api_calls"]
+    assert first["crm/Accounts@1001"] >= 1 and second["other"] >= 8  # sync/Deleted per entity and division
+
+
+def test_report_exits_non_zero_when_a_table_differs(capsys):
+    demo = _demo_module()
+    calls = [{**{f"{e}@{d}": 1 for e in demo.ENTITIES for d in demo.DIVISIONS}, "other": 0}]
+    same = {"table": "crm_accounts", "division": 1001, "db": 3, "fake": 3, "equal": True}
+    assert demo.report([same], calls) == 0
+    differs = {"table": "crm_contacts", "division": 1002, "db": 3, "fake": 4, "equal": False}
+    assert demo.report([same, differs], calls) == 1
+    assert "DIFFERENT" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 
 import pytest
@@ -149,3 +150,44 @@ def test_parquet_keeps_catalog_integers_as_integers(tmp_path):
         {"InvoiceNumber": 20000176, "AmountDC": 12.5},
         {"InvoiceNumber": None, "AmountDC": 3.0},
     ]
+
+
+def test_csv_keeps_none_and_empty_string_apart(tmp_path):
+    rows = [
+        {"ID": "a", "Name": "", "City": None, "Note": 'say "hi"\nbye', "Tags": ["x"], "Blocked": True},
+        {"ID": "b", "Name": "Zeeman", "City": "Utrecht", "Note": "a,b", "Tags": None, "Blocked": None},
+    ]
+    with open_writer("csv", _path(tmp_path) / "p.csv", ["ID", "Name", "City", "Note", "Tags", "Blocked"]) as writer:
+        writer.write_page(rows)
+    text = (tmp_path / "p.csv").read_text()
+    assert text.splitlines()[1:3] == ['a,"",,"say ""hi""', 'bye","[""x""]",true']  # "" quoted, None empty
+    assert text.endswith('b,Zeeman,Utrecht,"a,b",,\n')
+    back = list(csv.reader(io.StringIO(text)))  # still standard CSV: every value reads back
+    assert back[1] == ["a", "", "", 'say "hi"\nbye', '["x"]', "true"]
+    assert back[2] == ["b", "Zeeman", "Utrecht", "a,b", "", ""]
+
+
+def test_jsonl_from_orjson_means_what_json_dumps_meant(tmp_path):
+    from airflow_provider_exactonline.operators.writers import dumps
+
+    rows = [
+        {
+            "ID": "a",
+            "Name": 'Café "Zeeman" \u2603',
+            "When": dt.datetime(2022, 1, 1, 11, 0, 0, 123000, tzinfo=dt.timezone.utc),
+            "Day": dt.date(2022, 1, 2),
+            "Amount": 1.1,
+            "Big": 2**53 + 1,
+            "Nested": {"k": [1, None, True]},
+            "Empty": "",
+            "Null": None,
+        }
+    ]
+    with open_writer("jsonl", _path(tmp_path) / "p.jsonl") as writer:
+        writer.write_page(rows)
+    raw = (tmp_path / "p.jsonl").read_bytes()
+    assert raw.count(b"\n") == 1 and raw.endswith(b"\n")
+    expected = json.loads(json.dumps(rows[0], default=lambda v: v.isoformat(), ensure_ascii=False))
+    assert json.loads(raw) == expected
+    assert "\u2603".encode() in raw  # UTF-8, not \u escapes
+    assert dumps({"When": rows[0]["When"]}) == '{"When":"2022-01-01T11:00:00.123000+00:00"}'
