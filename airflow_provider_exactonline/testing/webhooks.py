@@ -5,7 +5,7 @@ row is created it POSTs an empty body to its ``CallbackURL`` (Exact's validation
 a subscribed topic (the entity's name, e.g. ``Accounts`` for ``crm/Accounts``) in that division it POSTs
 ``{"Content": {...}, "HashCode": "..."}`` signed like Exact. Deliveries run on one background thread in
 write order, over real HTTP with a short timeout; failures are counted and logged, never raised into the
-fake. Importing this module imports the provider's signature code (and so Airflow), unlike the package.
+fake. Like the rest of the fake, it never imports Airflow.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import requests
 
 from airflow_provider_exactonline.testing.events import WriteEvent
 from airflow_provider_exactonline.testing.server import FakeExactOnline
-from airflow_provider_exactonline.webhooks.signature import sign
+from airflow_provider_exactonline.webhooks.hashcode import sign
 
 log = logging.getLogger(__name__)
 

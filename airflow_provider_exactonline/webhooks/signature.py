@@ -7,7 +7,6 @@ oversized, unsigned, forged or replayed with a typed error whose ``http_status``
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineError
+from airflow_provider_exactonline.webhooks.hashcode import sign
 
 #: Exact's payloads are a few hundred bytes; anything much larger is not Exact.
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -93,11 +93,6 @@ class ReplayGuard:
                     " s ago (replay)"
                 )
             self._seen[signature] = now
-
-
-def sign(raw_content: bytes, secret: str) -> str:
-    """Exact's ``HashCode`` of ``raw_content``: HMAC-SHA256 keyed with ``secret``, uppercase hex."""
-    return hmac.new(secret.encode("utf-8"), raw_content, hashlib.sha256).hexdigest().upper()
 
 
 def is_validation_request(raw_body: bytes) -> bool:

@@ -142,3 +142,13 @@ def test_unreachable_callbacks_are_counted_never_raised_into_the_fake() -> None:
 def test_topic_is_the_entity_name() -> None:
     assert topic_of("crm/Accounts") == "Accounts"
     assert topic_of("salesinvoice/SalesInvoices") == "SalesInvoices"
+
+
+def test_the_sender_never_imports_airflow() -> None:
+    import subprocess
+
+    code = (
+        "import sys; from airflow_provider_exactonline.testing.webhooks import FakeWebhookSender; "
+        "assert 'airflow' not in sys.modules, 'airflow imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
