@@ -155,3 +155,15 @@ def test_bad_guard_settings_and_missing_secret_are_config_errors() -> None:
 def test_validation_request_is_an_empty_post() -> None:
     assert is_validation_request(b"") and is_validation_request(b" \r\n")
     assert not is_validation_request(b"{}")
+
+
+def test_hash_code_matches_the_published_hmac_sha256_vector() -> None:
+    # RFC 4231-style well-known vector: HMAC-SHA256(key="key", "The quick brown fox jumps over the lazy dog")
+    expected = "F7BC83F430538424B13298E6AA6FB143EF4D59A14946175997479DBC2D1A3CD8"
+    assert sign(b"The quick brown fox jumps over the lazy dog", "key") == expected
+
+
+def test_member_order_and_non_ascii_content_are_handled() -> None:
+    raw = json.dumps({**CONTENT, "Topic": "Accounts", "Note": "Müller & Zoon"}, ensure_ascii=False)
+    raw_body = ('{"HashCode":"' + sign(raw.encode("utf-8"), SECRET) + '",\n "Content":' + raw + "}").encode("utf-8")
+    assert verify(raw_body, SECRET)["Note"] == "Müller & Zoon"
