@@ -1,0 +1,1 @@
+"""Exact Online webhooks: signature verification (:mod:`.signature`) and subscriptions (:mod:`.subscriptions`)."""
