@@ -265,7 +265,7 @@ def test_connect_from_the_airflow_ui(page: Any, airflow_server: AirflowServer, f
         "from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook\n"
         f"hook = ExactOnlineHook({CONN!r})\n"
         "me = hook.current_user()\n"
-        "accounts = list(hook.iter_records('crm/Accounts', select=['ID', 'Name'], top=3))\n"
+        "accounts = list(hook.iter_records('crm/Accounts', select=['ID', 'Name'], filter='Blocked eq false', top=3))\n"
         "print(json.dumps({'name': me['FullName'], 'division': hook.division, 'accounts': len(accounts),"
         " 'calls': hook.api_calls}))\n"
     )
