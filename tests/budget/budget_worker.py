@@ -40,7 +40,7 @@ def main(args: dict) -> dict:
     end = time.monotonic() + args["duration"]
     while time.monotonic() < end:
         try:
-            hook.count("crm/Accounts")
+            hook.count("crm/Accounts", filter="Blocked eq false")
             calls += 1
         except Exception:
             errors[traceback.format_exc(limit=1)[-300:]] += 1
