@@ -358,3 +358,64 @@ def test_misconfigured_row_and_a_denied_connect(
     _expect_airflow_nav(page)
     shot(page, "09-denied-in-airflow")
     assert not airflow_server.extras(denied).get("refresh_token")
+
+
+def test_standalone_page_and_the_cli_loopback_page(page: Any, airflow_server: AirflowServer) -> None:
+    """The page without Airflow's navigation links back into it; the CLI's page tells the real outcome."""
+    from playwright.sync_api import expect
+
+    base = airflow_server.base_url
+    _log_in(page, base)
+    page.goto(f"{base}/exactonline/")
+    expect(page.get_by_role("heading", name="Exact Online connections")).to_be_visible()
+    shot(page, "10-standalone-page")
+    page.get_by_role("link", name="Open inside Airflow").click()
+    page.wait_for_url(f"{base}/plugin/exactonline/")
+    _expect_airflow_nav(page)
+
+    # `airflow-exactonline authorize` with a wrong client secret: the browser must not hear "received".
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        redirect = f"http://127.0.0.1:{sock.getsockname()[1]}/callback"
+    conn_id = "exact_browser_cli"
+    with FakeExactOnline(redirect_uris=[redirect]) as fake:
+        created = page.request.post(
+            f"{base}/api/v2/connections",
+            data={
+                "connection_id": conn_id,
+                "conn_type": "exactonline",
+                "host": fake.base_url,
+                "login": fake.client_id,
+                "password": "not-the-secret",
+                "extra": json.dumps({"redirect_uri": redirect}),
+            },
+        )
+        assert created.status == 201, created.text()
+        cli = subprocess.Popen(
+            [str(Path(sys.executable).with_name("airflow-exactonline")), "authorize", conn_id, "--timeout", "120"],
+            env={**airflow_server.env, "_AIRFLOW_PROCESS_CONTEXT": "server"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert cli.stderr is not None
+            lines: list[str] = []
+            while not (url := next((ln.strip() for ln in lines if "/api/oauth2/auth?" in ln), None)):
+                line = cli.stderr.readline()
+                assert line, "".join(lines)
+                lines.append(line)
+            page.goto(url)
+            page.get_by_role("button", name="Authorize").click()
+            page.wait_for_url(re.compile(rf"^{re.escape(redirect)}\?"))
+            expect(page.get_by_role("heading", name="Authorization failed")).to_be_visible()
+            shot(page, "11-cli-loopback-failed")
+            assert "received" not in page.content().lower()
+            _out, err = cli.communicate(timeout=120)
+        finally:
+            if cli.poll() is None:
+                os.killpg(cli.pid, signal.SIGTERM)  # the process group this test started
+        assert cli.returncode == 2
+        error = next(ln for ln in err.splitlines() if ln.startswith("error: "))[len("error: ") :]
+        expect(page.locator("p").first).to_have_text(error + ".")  # what the terminal says, with its fix
