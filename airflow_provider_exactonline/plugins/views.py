@@ -27,6 +27,7 @@ from airflow_provider_exactonline.health import ConnectionHealth, human_duration
 URL_PREFIX = "/exactonline"  # keep in sync with plugins/exactonline.py
 UI_ROUTE = "/plugin/exactonline"  # the React app's route in Airflow's UI (its url_route)
 EMBED_HEADER = "X-ExactOnline-Embed"
+FRAGMENT_HEADER = "X-ExactOnline-Fragment"
 
 STATUS_LABELS = {
     "ok": "Authorized",
@@ -127,16 +128,15 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     html = _templates.get_template(name).render(
         layout="embed.html" if fragment else "layout.html", urls=urls, embedded=urls.embedded, **context
     )
-    return HTMLResponse(
-        html,
-        status_code=status_code,
-        headers={
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Vary": EMBED_HEADER,
-        },
-    )
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Vary": EMBED_HEADER,
+    }
+    if fragment:
+        headers[FRAGMENT_HEADER] = "1"  # the React app shows only answers that carry it
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 def when(epoch: float | None) -> str:

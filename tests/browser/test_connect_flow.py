@@ -372,6 +372,10 @@ def test_standalone_page_and_the_cli_loopback_page(page: Any, airflow_server: Ai
     page.get_by_role("link", name="Open inside Airflow").click()
     page.wait_for_url(f"{base}/plugin/exactonline/")
     _expect_airflow_nav(page)
+    # A crafted route cannot make the React app show another same-origin answer (here the API's JSON).
+    page.goto(f"{base}/plugin/exactonline/%252e%252e/%252e%252e/api/v2/version")
+    expect(page.get_by_role("alert").first).to_be_visible()
+    assert "git_version" not in page.content()
 
     # `airflow-exactonline authorize` with a wrong client secret: the browser must not hear "received".
     with socket.socket() as sock:

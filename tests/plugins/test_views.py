@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from airflow_provider_exactonline.health import ConnectionHealth
-from airflow_provider_exactonline.plugins.views import EMBED_HEADER, budget_rows, status_notes
+from airflow_provider_exactonline.plugins.views import EMBED_HEADER, FRAGMENT_HEADER, budget_rows, status_notes
 
 CONN = "exact_views"
 FRAGMENT = {EMBED_HEADER: "1", "Accept": "text/html"}
@@ -108,6 +108,10 @@ def test_fragment_for_the_react_app_links_inside_airflows_ui(client: Any, auth: 
     assert "<html" not in fragment.text and 'class="eo eo-embedded"' in fragment.text
     assert f'href="/exactonline/connections/{CONN}/authorize?embedded=1"' in fragment.text
     assert f'href="/exactonline/connections/{CONN}/authorize"' in whole.text
+    assert fragment.headers[FRAGMENT_HEADER] == "1" and FRAGMENT_HEADER not in whole.headers
+    denied = client.get("/exactonline/", headers=FRAGMENT)  # errors are fragments too (the app shows them)
+    assert denied.status_code == 401 and denied.headers[FRAGMENT_HEADER] == "1"
+    assert "/api/v2/auth/login?next=%2Fplugin%2Fexactonline%2F" in denied.text
     assert EMBED_HEADER in fragment.headers["vary"] and fragment.headers["cache-control"] == "no-store"
 
 

@@ -24,13 +24,16 @@ function useCurrentLocation() {
   return { pathname: window.location.pathname, search: window.location.search };
 }
 
+// The provider page matching this route, or null when the route would resolve outside the provider's app
+// (e.g. a crafted link with "%2e%2e" segments): only its own fragments are ever shown as HTML.
 function sourceUrl(location) {
   const at = location.pathname.indexOf(ROUTE);
   let rest = at >= 0 ? location.pathname.slice(at + ROUTE.length) : "/";
   if (!rest.startsWith("/")) {
     rest = "/" + rest;
   }
-  return new URL(APP + rest + (location.search || ""), document.baseURI).href;
+  const url = new URL(APP + rest + (location.search || ""), document.baseURI);
+  return url.pathname.startsWith(basePath() + APP + "/") ? url.href : null;
 }
 
 // A same-origin link into Airflow's UI (not into the provider's app or the API): navigate without a reload.
@@ -57,13 +60,23 @@ function ExactOnlinePage() {
   const [view, setView] = React.useState({ url: null, html: "", failed: null });
 
   React.useEffect(() => {
+    if (url === null) {
+      setView({ url, html: "", failed: "this address is not an Exact Online page" });
+      return undefined;
+    }
     const controller = new AbortController();
     fetch(url, {
       credentials: "same-origin",
       headers: { Accept: "text/html", "X-ExactOnline-Embed": "1" },
       signal: controller.signal,
     })
-      .then((response) => response.text())
+      .then((response) => {
+        // Show HTML only if the provider's app drew it as a fragment for this page.
+        if (response.headers.get("X-ExactOnline-Fragment") !== "1") {
+          throw new Error("unexpected answer (HTTP " + response.status + ")");
+        }
+        return response.text();
+      })
       .then((html) => setView({ url, html, failed: null }))
       .catch((error) => {
         if (error.name !== "AbortError") {
@@ -88,7 +101,7 @@ function ExactOnlinePage() {
   };
 
   const frame = { height: "100%", overflow: "auto", padding: "1rem 1.5rem" };
-  if (view.failed) {
+  if (view.failed && view.url === url) {
     return React.createElement(
       "div",
       { role: "alert", style: frame },
