@@ -8,7 +8,9 @@ manager's ``is_authorized_connection(method="PUT")`` for the connection in the p
 JSON body (with ``multi_team`` on it parses every ``PUT``-checked request body as JSON, which would turn
 this app's GET pages and form posts into 400s). Airflow's JWT arrives as a
 ``Bearer`` header or as the ``_token`` cookie; the cookie is ``SameSite=Lax``, so it comes along on the
-top-level redirect back from Exact. See :mod:`.state` for how the OAuth ``state`` is kept.
+top-level redirect back from Exact. See :mod:`.state` for how the OAuth ``state`` is kept, and
+:mod:`.views` for how each page is drawn: inside Airflow's UI (a fragment for the React app plugin) or on
+its own.
 """
 
 from __future__ import annotations
