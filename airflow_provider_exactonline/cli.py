@@ -16,18 +16,17 @@ found a connection that needs action, 2 an error (one line saying what to fix).
 from __future__ import annotations
 
 import argparse
-import html
-import ipaddress
 import json
 import os
 import secrets
 import select
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:  # imported when used: the auth package pulls in Airflow, and --help must stay instant
+    from airflow_provider_exactonline.auth.loopback import RedirectCatcher
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -160,91 +159,19 @@ def _in_metadata_db(conn_id: str) -> bool:
 # ---------------------------------------------------------------------------------------------- authorize
 
 
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
+def _listen(redirect_uri: str) -> RedirectCatcher:
+    from airflow_provider_exactonline.auth.loopback import RedirectCatcher
+
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class _RedirectCatcher:
-    """A one-shot HTTP listener on the loopback redirect URI; records the query of the first matching GET."""
-
-    def __init__(self, redirect_uri: str) -> None:
+        catcher = RedirectCatcher(redirect_uri)
+    except OSError as err:
         parts = urlsplit(redirect_uri)
-        self.path = parts.path or "/"
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or 80
-        self.query: str | None = None
-        self._done = threading.Event()
-        catcher = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                request = urlsplit(self.path)
-                if request.path.rstrip("/") != catcher.path.rstrip("/"):
-                    self.send_error(404, "Not the Exact Online redirect URI")
-                    return
-                params = parse_qs(request.query)
-                if "error" in params:
-                    title, text = "Authorization refused", "Exact Online did not grant access; see the terminal."
-                else:
-                    title, text = "Authorization received", "You can close this window and return to the terminal."
-                body = (
-                    f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                    f"<body style='font-family:system-ui,sans-serif;margin:2rem'><h1>{html.escape(title)}</h1>"
-                    f"<p>{html.escape(text)}</p></body></html>"
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-                if catcher.query is None:
-                    catcher.query = request.query
-                    catcher._done.set()
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep codes out of the terminal
-                return
-
-        server_class = HTTPServer
-        if ":" in host:
-            import socket
-
-            class _V6(HTTPServer):
-                address_family = socket.AF_INET6
-
-            server_class = _V6
-        try:
-            self.server = server_class((host, port), Handler)
-        except OSError as err:
-            raise CliError(
-                f"cannot listen on {host}:{port} for the redirect URI {redirect_uri} ({err.strerror}); free that "
-                f"port, or run with --paste"
-            ) from None
-        self.server.timeout = 0.5
-        self._thread = threading.Thread(target=self._serve, name="exactonline-redirect", daemon=True)
-
-    def _serve(self) -> None:
-        while not self._done.is_set():
-            self.server.handle_request()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait(self, timeout: float) -> str | None:
-        self._done.wait(timeout)
-        return self.query
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(timeout=2)
-        self.server.server_close()
+        raise CliError(
+            f"cannot listen on {parts.hostname}:{parts.port or 80} for the redirect URI {redirect_uri} "
+            f"({err.strerror}); free that port, or run with --paste"
+        ) from None
+    catcher.start()
+    return catcher
 
 
 def _read_pasted(stdin: TextIO, timeout: float) -> str:
@@ -293,7 +220,7 @@ def _check_redirect(params: dict[str, str], expected_state: str) -> str:
 
 
 def _receive(
-    redirect_uri: str, url: str, args: argparse.Namespace, stdin: TextIO, catcher: _RedirectCatcher | None
+    redirect_uri: str, url: str, args: argparse.Namespace, stdin: TextIO, catcher: RedirectCatcher | None
 ) -> dict[str, str]:
     _say("Open this URL in a browser, log in at Exact Online and click Authorize:")
     _say()
@@ -337,34 +264,39 @@ def authorize(args: argparse.Namespace, *, stdin: TextIO) -> int:
 
     state = secrets.token_urlsafe(32)
     url = authorization_url(config, state, redirect_uri=redirect_uri, force_login=args.force_login)
-    catcher = None
-    if not args.paste and is_loopback(urlsplit(redirect_uri).hostname):
-        catcher = _RedirectCatcher(redirect_uri)
-        catcher.start()
+    from airflow_provider_exactonline.auth.loopback import is_loopback
+
+    catcher = _listen(redirect_uri) if not args.paste and is_loopback(urlsplit(redirect_uri).hostname) else None
     try:
+        # The browser waits on the loopback page until the code is exchanged and the tokens are safe, then
+        # sees that outcome (or the error the terminal prints), never a "received" for a refused code.
         params = _receive(redirect_uri, url, args, stdin, catcher)
+        code = _check_redirect(params, state)
+        try:
+            tokens = exchange_code(config, code, redirect_uri=redirect_uri)
+        except ExactOnlineError as err:
+            raise CliError(err.message) from None
+        # Exact keeps one live pair: once the code is exchanged, any pair stored before is dead. So the new pair
+        # is made safe first (in the DB under the row lock, or kept for --print), and only then are the
+        # divisions looked up, through stores that keep any rotation those calls cause.
+        if write_db:
+            _store(config.conn_id, tokens)
+            done = f"Connection {config.conn_id!r} is connected: its tokens are stored in Airflow's metadata DB."
+        else:
+            done = f"The connection {config.conn_id!r} with its new tokens is printed in the terminal."
+        if catcher is not None:
+            catcher.finish(True, "Connected to Exact Online", f"{done} You can close this tab.")
+    except CliError as err:
+        if catcher is not None:
+            catcher.finish(False, "Authorization failed", f"{err}.")
+        raise
     finally:
         if catcher is not None:
             catcher.close()
-    code = _check_redirect(params, state)
-    try:
-        tokens = exchange_code(config, code, redirect_uri=redirect_uri)
-    except ExactOnlineError as err:
-        raise CliError(err.message) from None
 
-    # Exact keeps one live pair: once the code is exchanged, any pair stored before is dead. So the new pair is
-    # made safe first (in the DB under the row lock, or kept for --print), and only then are the divisions
-    # looked up, through stores that keep any rotation those calls cause.
     if write_db:
-        from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
         from airflow_provider_exactonline.plugins.state import save_division
 
-        store = ConnectionExtrasTokenStore(config.conn_id)
-        try:
-            with store.lock():
-                store.save(tokens)
-        except ExactOnlineError as err:  # e.g. the row stayed locked past the lock timeout
-            raise CliError(f"{err.message}; nothing was written, run authorize again") from None
         _say(f"Authorized: tokens stored in connection {config.conn_id!r} in the metadata DB.")
         division, division_name, division_note = _default_division(config)  # the connection's own stores
         if division is not None:
@@ -389,6 +321,18 @@ def authorize(args: argparse.Namespace, *, stdin: TextIO) -> int:
         f"`airflow-exactonline status {config.conn_id}`."
     )
     return 0
+
+
+def _store(conn_id: str, tokens: Any) -> None:
+    from airflow_provider_exactonline.auth.token_stores import ConnectionExtrasTokenStore
+    from airflow_provider_exactonline.exceptions import ExactOnlineError
+
+    store = ConnectionExtrasTokenStore(conn_id)
+    try:
+        with store.lock():
+            store.save(tokens)
+    except ExactOnlineError as err:  # e.g. the row stayed locked past the lock timeout
+        raise CliError(f"{err.message}; nothing was written, run authorize again") from None
 
 
 def _default_division(config: Any, token_store: Any = None) -> tuple[int | None, str | None, str | None]:
@@ -454,12 +398,22 @@ def status(args: argparse.Namespace) -> int:
             f"connection {conn.conn_id!r} has type {conn.conn_type!r}; set its type to 'Exact Online' ({CONN_TYPE})"
         )
     now = time.time()
-    health = load_health(conn, now=now)
+    health = load_health(conn, now=now, default_redirect_uri=_ui_redirect_uri())
     if args.json:
         print(json.dumps(health.to_dict(), indent=2), flush=True)
     else:
         print(format_health(health, now=now), flush=True)
     return 1 if health.needs_action else 0
+
+
+def _ui_redirect_uri() -> str | None:
+    """What Connect on the Exact Online page uses without a ``redirect_uri`` extra, if ``[api] base_url`` says."""
+    from airflow.configuration import conf
+
+    from airflow_provider_exactonline.plugins.views import URL_PREFIX
+
+    base = (conf.get("api", "base_url", fallback="") or "").strip().rstrip("/")
+    return f"{base}{URL_PREFIX}/callback" if urlsplit(base).scheme in ("http", "https") else None
 
 
 if __name__ == "__main__":  # pragma: no cover

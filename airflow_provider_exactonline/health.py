@@ -287,7 +287,15 @@ def format_health(health: ConnectionHealth, *, now: float | None = None) -> str:
     if health.last_refresh_error:
         lines.append(f"Last refresh error: {health.last_refresh_error}")
     if health.redirect_uri:
-        lines.append(f"Redirect URI:      {health.redirect_uri} (register exactly this in Exact's App Center)")
+        origin = (
+            "the Exact Online page derives it from [api] base_url; " if health.redirect_uri_source == "derived" else ""
+        )
+        lines.append(f"Redirect URI:      {health.redirect_uri} ({origin}register exactly this in Exact's App Center)")
+    elif health.authorized:  # e.g. connected on the Exact Online page, which derives it from Airflow's URL
+        lines.append(
+            "Redirect URI:      none in the connection; the Exact Online page derives <airflow url>/exactonline/"
+            "callback (fine); `authorize` in a terminal needs extra 'redirect_uri' or --redirect-uri"
+        )
     else:
         lines.append(
             "Redirect URI:      not set; set extra 'redirect_uri' (e.g. http://127.0.0.1:8765/callback for the CLI, "

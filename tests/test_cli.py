@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -138,8 +139,10 @@ def test_loopback_mode_completes_by_itself(airflow_db: None, fake: FakeExactOnli
         url, _ = _read_url(proc)
         assert parse_qs(urlsplit(url).query)["redirect_uri"] == [redirect]
         # The fake approves at once and redirects to the CLI's listener; requests follows it there.
-        landing = requests.get(url, timeout=30)
-        assert landing.status_code == 200 and "Authorization received" in landing.text
+        landing = requests.get(url, timeout=60)  # the page answers once the tokens are stored
+        assert landing.status_code == 200 and "Connected to Exact Online" in landing.text
+        assert "is connected: its tokens are stored in Airflow&#x27;s metadata DB" in landing.text
+        assert extras()["refresh_token"] == fake.current_refresh_token  # stored before the page said so
         assert landing.url.startswith(redirect)
         out, err = _finish(proc)
     finally:
@@ -162,6 +165,25 @@ def test_loopback_mode_completes_by_itself(airflow_db: None, fake: FakeExactOnli
     assert status.returncode == 0, status.stderr
     assert "Status:            ok" in status.stdout and "1001 (Fake Company NL)" in status.stdout
     assert stored["refresh_token"] not in status.stdout
+
+
+def test_loopback_page_shows_a_refused_code_exchange(airflow_db: None, fake: FakeExactOnline) -> None:
+    redirect = f"http://127.0.0.1:{free_port()}/callback"
+    put_connection(host=fake.base_url, password="wrong-secret", extra={"redirect_uri": redirect})
+    proc = _spawn("authorize", CONN, "--timeout", "60")
+    try:
+        url, _ = _read_url(proc)
+        landing = requests.get(url, timeout=60)
+        _out, err = _finish(proc)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    assert "Authorization failed" in landing.text and "Connected" not in landing.text
+    assert "received" not in landing.text.lower()
+    error = next(line for line in err.splitlines() if line.startswith("error: "))[len("error: ") :]
+    assert html.escape(error) in landing.text  # what the terminal says, with its fix
+    assert "wrong-secret" not in landing.text
+    assert "access_token" not in extras()
 
 
 def test_paste_mode_reads_the_redirected_url(airflow_db: None, fake: FakeExactOnline) -> None:
@@ -310,6 +332,32 @@ def test_print_uri(airflow_db: None, fake: FakeExactOnline, said: list[str], cap
     parsed = Connection(uri=uri)
     assert parsed.conn_type == "exactonline" and parsed.extra_dejson["refresh_token"] == fake.current_refresh_token
     assert "access_token" not in extras()  # --print never writes the DB
+
+
+def test_status_of_a_connection_authorized_in_the_ui(
+    airflow_db: None, fake: FakeExactOnline, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    tokens = {"refresh_token": "RT-ui-1", "access_token": "AT-ui-1", "token_obtained_at": now - 60}
+    put_connection(host=fake.base_url, extra={**tokens, "token_expires_at": now + 500, "division": 1001})
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    assert cli.main(["status", CONN]) == 0
+    report = capsys.readouterr().out
+    assert "not set; set extra 'redirect_uri'" not in report and "Problem:" not in report
+    assert "the Exact Online page derives <airflow url>/exactonline/callback (fine)" in report
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/")
+    assert cli.main(["status", CONN]) == 0
+    report = capsys.readouterr().out
+    assert (
+        "Redirect URI:      https://airflow.example.com/exactonline/callback (the Exact Online page derives it "
+        "from [api] base_url; register exactly this in Exact's App Center)"
+    ) in report
+
+    put_connection(host=fake.base_url)  # never authorized, nothing to derive from: then it is worth saying
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")
+    assert cli.main(["status", CONN]) == 1
+    assert "Redirect URI:      not set; set extra 'redirect_uri'" in capsys.readouterr().out
 
 
 def test_status_json_and_exit_code(airflow_db: None, fake: FakeExactOnline, capsys: Any) -> None:

@@ -104,7 +104,7 @@ def test_format_health_is_readable_and_secret_free() -> None:
     assert "Status:            ok: authorized" in text
     assert "Division:          7 (Acme)" in text
     assert "Refresh token:     3 d 0 h old; estimated to expire" in text
-    assert "Redirect URI:      not set" in text
+    assert "Redirect URI:      none in the connection; the Exact Online page derives" in text  # not a problem
     assert "xyz-123" not in text and "client-secret" not in text
 
 

@@ -8,28 +8,28 @@ manager's ``is_authorized_connection(method="PUT")`` for the connection in the p
 JSON body (with ``multi_team`` on it parses every ``PUT``-checked request body as JSON, which would turn
 this app's GET pages and form posts into 400s). Airflow's JWT arrives as a
 ``Bearer`` header or as the ``_token`` cookie; the cookie is ``SameSite=Lax``, so it comes along on the
-top-level redirect back from Exact. See :mod:`.state` for how the OAuth ``state`` is kept.
+top-level redirect back from Exact. See :mod:`.state` for how the OAuth ``state`` is kept, and
+:mod:`.views` for how each page is drawn: inside Airflow's UI (a fragment for the React app plugin) or on
+its own.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from airflow_provider_exactonline.config import CONN_TYPE, ExactOnlineConfig
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineError
-from airflow_provider_exactonline.health import ConnectionHealth, human_duration, load_health
+from airflow_provider_exactonline.health import load_health
 from airflow_provider_exactonline.plugins.state import (
     StateError,
     conn_id_from_state,
@@ -37,25 +37,22 @@ from airflow_provider_exactonline.plugins.state import (
     issue_state,
     save_division,
 )
+from airflow_provider_exactonline.plugins.views import (
+    URL_PREFIX,
+    Urls,
+    airflow_root,
+    app_root,
+    connection_row,
+    is_fragment,
+    render,
+    when,
+)
 
 log = logging.getLogger(__name__)
 
-URL_PREFIX = "/exactonline"  # keep in sync with plugins/exactonline.py
 CALLBACK_PATH = "/callback"
-STATUS_LABELS = {
-    "ok": "Authorized",
-    "expiring": "Expiring",
-    "expired": "Expired",
-    "error": "Refresh failed",
-    "not_authorized": "Not connected",
-    "misconfigured": "Misconfigured",
-}
-
-_templates = Environment(
-    loader=FileSystemLoader(str(Path(__file__).with_name("templates"))),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    trim_blocks=False,
-)
+BUNDLE_PATH = "/static/exactonline-page.js"
+BUNDLE_FILE = Path(__file__).with_name("static") / "exactonline-page.js"
 
 UserDep = Annotated[BaseUser, Depends(get_user)]
 
@@ -63,37 +60,23 @@ UserDep = Annotated[BaseUser, Depends(get_user)]
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _root(request: Request) -> str:
-    """This app's absolute path prefix (``/exactonline``, or ``/airflow/exactonline`` behind a sub-path)."""
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _airflow_root(request: Request) -> str:
-    root = _root(request)
-    return root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else root
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    context.setdefault("index_url", f"{_root(request)}/")
-    html = _templates.get_template(name).render(home_url=f"{_airflow_root(request)}/", **context)
-    return HTMLResponse(
-        html,
-        status_code=status_code,
-        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
-    )
+def _return_to_ui(request: Request, embedded: bool) -> None:
+    """This top-level navigation came from the page inside Airflow's UI: errors go back there too."""
+    request.state.return_to_ui = embedded
 
 
 def _error_page(request: Request, status_code: int, title: str, message: str, detail: str | None = None) -> Response:
+    if getattr(request.state, "return_to_ui", False) and "text/html" in request.headers.get("accept", ""):
+        urls = Urls.of(request, embedded=True)
+        target = urls.index_with(error_title=title, error=message, error_detail=detail or "")
+        return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
     if "text/html" not in request.headers.get("accept", ""):  # API clients and scripts get JSON
         return JSONResponse({"detail": message}, status_code=status_code)
     login_url = None
     if status_code == 401:
-        login_url = f"{_airflow_root(request)}/api/v2/auth/login?" + urlencode({"next": str(request.url)})
-    return _render(
+        next_url = Urls.of(request).ui_index if is_fragment(request) else str(request.url)
+        login_url = f"{airflow_root(request)}/api/v2/auth/login?" + urlencode({"next": next_url})
+    return render(
         request,
         "error.html",
         status_code=status_code,
@@ -112,7 +95,7 @@ def default_redirect_uri(request: Request) -> str:
     if base and urlsplit(base).scheme in ("http", "https"):
         return f"{base}{URL_PREFIX}{CALLBACK_PATH}"
     url = request.url
-    return f"{url.scheme}://{url.netloc}{_root(request)}{CALLBACK_PATH}"
+    return f"{url.scheme}://{url.netloc}{app_root(request)}{CALLBACK_PATH}"
 
 
 def _user_id(user: BaseUser) -> str:
@@ -274,8 +257,24 @@ def create_app() -> FastAPI:
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         return _error_page(request, 400, "Bad request", "The request is missing a field or has an invalid value.")
 
+    @app.get(BUNDLE_PATH, include_in_schema=False)
+    def bundle() -> Response:
+        """The React app plugin's ES module (static code, no data: served without a login)."""
+        return FileResponse(
+            BUNDLE_FILE,
+            media_type="text/javascript",
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
     @app.get("/", response_class=HTMLResponse, dependencies=[CanEditConnection])
-    def index(request: Request, user: UserDep, saved: str | None = None) -> Response:
+    def index(
+        request: Request,
+        user: UserDep,
+        saved: str | None = None,
+        error_title: str | None = None,
+        error: str | None = None,
+        error_detail: str | None = None,
+    ) -> Response:
         from airflow.api_fastapi.app import get_auth_manager
         from airflow.models.connection import Connection
         from airflow.utils.session import create_session
@@ -291,25 +290,28 @@ def create_app() -> FastAPI:
             healths = [
                 load_health(conn, now=now, default_redirect_uri=redirect) for conn in conns if conn.conn_id in allowed
             ]
-        root = _root(request)
-        rows = [_row(health, root, now) for health in healths]
-        return _render(
+        urls = Urls.of(request)
+        return render(
             request,
             "index.html",
-            rows=rows,
+            urls=urls,
+            rows=[connection_row(health, urls, now) for health in healths],
             user_name=user.get_name(),
             saved=saved,
-            connections_url=f"{_airflow_root(request)}/connections",
+            failure={"title": error_title or "Error", "message": error, "detail": error_detail} if error else None,
         )
 
     @app.get("/connections/{connection_id}/authorize", dependencies=[CanEditConnection])
-    def authorize(request: Request, connection_id: str, user: UserDep, force_login: bool = False) -> Response:
+    def authorize(
+        request: Request, connection_id: str, user: UserDep, force_login: bool = False, embedded: bool = False
+    ) -> Response:
         from airflow_provider_exactonline.auth.oauth import authorization_url
 
+        _return_to_ui(request, embedded)
         config = _config_for(connection_id)
         redirect_uri = config.redirect_uri or default_redirect_uri(request)
         try:
-            state = issue_state(connection_id, _user_id(user), redirect_uri)
+            state = issue_state(connection_id, _user_id(user), redirect_uri, embedded=embedded)
         except LookupError as err:
             raise PageError(404, "Connection not found", f"There is no connection {connection_id!r}.") from err
         url = authorization_url(config, state, redirect_uri=redirect_uri, force_login=force_login)
@@ -340,6 +342,7 @@ def create_app() -> FastAPI:
             pending = consume_state(state, _user_id(user))
         except StateError as err:
             raise PageError(400, "Invalid authorization response", str(err)) from err
+        _return_to_ui(request, pending.embedded)
         if error:
             explanation = {
                 "access_denied": "Access was not granted at Exact Online (the Exact user declined, "
@@ -379,27 +382,29 @@ def create_app() -> FastAPI:
             current = int(me["CurrentDivision"])
             name = next((d["name"] for d in divisions if d["code"] == current), None)
             save_division(conn_id, current, name)
-            saved_message = f"Default division set to {current}{f' ({name})' if name else ''}; change it below."
-        return _render(
+            saved_message = f"Default division set to {current}{f' ({name})' if name else ''}"
+        who = (me or {}).get("FullName") or (me or {}).get("UserName")
+        if pending.embedded:
+            return _connected_in_ui(request, conn_id, who, saved_message, api_error)
+        return render(
             request,
             "connected.html",
             title=f"Connected: {conn_id}",
             just_connected=True,
             conn_id=conn_id,
-            user_full_name=(me or {}).get("FullName") or (me or {}).get("UserName"),
-            obtained=_when(tokens.obtained_at),
+            user_full_name=who,
+            obtained=when(tokens.obtained_at),
             divisions=divisions,
             current_division=current,
-            division_saved=saved_message,
+            division_saved=f"{saved_message}; change it below." if saved_message else None,
             api_error=api_error,
-            division_action=f"{_root(request)}/connections/{_q(conn_id)}/division",
         )
 
     @app.get("/connections/{connection_id}/division", dependencies=[CanEditConnection])
     def division_form(request: Request, connection_id: str) -> Response:
         config = _config_for(connection_id)
         _me, divisions, api_error = _fetch_account(connection_id)
-        return _render(
+        return render(
             request,
             "connected.html",
             title=f"Default division: {connection_id}",
@@ -408,13 +413,17 @@ def create_app() -> FastAPI:
             divisions=divisions,
             current_division=config.division,
             api_error=api_error,
-            division_action=f"{_root(request)}/connections/{_q(connection_id)}/division",
         )
 
     @app.post("/connections/{connection_id}/division", dependencies=[CanEditConnection])
     def division_save(
-        request: Request, connection_id: str, user: UserDep, division: Annotated[int, Form(ge=1)]
+        request: Request,
+        connection_id: str,
+        user: UserDep,
+        division: Annotated[int, Form(ge=1)],
+        embedded: Annotated[bool, Form()] = False,
     ) -> Response:
+        _return_to_ui(request, embedded)
         if not _same_origin(request):
             raise PageError(403, "Not allowed", "Cross-site form posts are not accepted.")
         _config_for(connection_id)
@@ -434,28 +443,19 @@ def create_app() -> FastAPI:
         log.info("Exact Online %s: default division set to %s by %s", connection_id, division, user.get_name())
         name = names.get(division)
         message = f"Default division of {connection_id} set to {division}{f' ({name})' if name else ''}."
-        return RedirectResponse(f"{_root(request)}/?" + urlencode({"saved": message}), status_code=303)
+        return RedirectResponse(Urls.of(request, embedded).index_with(saved=message), status_code=303)
 
     return app
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _row(health: ConnectionHealth, root: str, now: float) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "health": health,
-        "status_label": STATUS_LABELS.get(health.status, health.status),
-        "authorize_url": f"{root}/connections/{_q(health.conn_id)}/authorize",
-        "division_url": f"{root}/connections/{_q(health.conn_id)}/division",
-    }
-    if health.token_obtained_at is not None:
-        row["obtained"] = _when(health.token_obtained_at)
-        row["obtained_ago"] = human_duration(now - health.token_obtained_at)
-    if health.refresh_token_age_s is not None and health.refresh_token_estimated_death is not None:
-        row["age"] = human_duration(health.refresh_token_age_s)
-        row["death"] = _when(health.refresh_token_estimated_death)
-    return row
+def _connected_in_ui(
+    request: Request, conn_id: str, who: str | None, division_saved: str | None, api_error: str | None
+) -> Response:
+    """After a Connect started inside Airflow's UI: back to the page there, saying what happened."""
+    message = f"Connection {conn_id} is connected to Exact Online{f' as {who}' if who else ''}."
+    if division_saved:
+        message += f" {division_saved}; change it with \u201cchange\u201d in its row."
+    target = Urls.of(request, embedded=True).index_with(
+        saved=message, error_title="Could not list your divisions" if api_error else "", error=api_error or ""
+    )
+    return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})

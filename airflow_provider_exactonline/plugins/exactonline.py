@@ -4,9 +4,11 @@ Registered through the ``airflow.plugins`` entry point. Every Airflow process th
 this module, including each task process (for macros), so it stays light: the FastAPI app and Airflow's
 security dependencies live in :mod:`.app` and are imported on the first request to the api-server.
 
-The menu entry deliberately has no ``url_route``. With one, Airflow would embed the page in an iframe
-sandboxed without ``allow-top-navigation``, but Exact's login page must be a top-level page. So the menu
-opens the page on its own.
+The menu entry is a ``react_apps`` entry: Airflow's UI loads ``static/exactonline-page.js`` and renders its
+component at ``/plugin/exactonline`` in its main window, with Airflow's navigation around it. Not an
+``external_views`` entry with a ``url_route``: Airflow 3.3 shows those in an iframe sandboxed with
+``allow-scripts allow-same-origin allow-forms allow-downloads`` only, so Connect could not take the tab to
+Exact's login page (no ``allow-top-navigation``, no ``allow-popups``). See :mod:`.views`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ except ImportError:  # pragma: no cover - older layouts
     from airflow.plugins_manager import AirflowPlugin  # type: ignore[assignment]
 
 URL_PREFIX = "/exactonline"
+UI_ROUTE = "exactonline"  # Airflow's UI shows the page at /plugin/exactonline
+BUNDLE_URL = "exactonline/static/exactonline-page.js"  # relative to Airflow's base URL (sub-paths work)
 
 
 class LazyExactOnlineApp:
@@ -49,10 +53,11 @@ app = LazyExactOnlineApp()
 class ExactOnlinePlugin(AirflowPlugin):
     name = "exactonline"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Exact Online"}]
-    external_views = [
+    react_apps = [
         {
             "name": "Exact Online",
-            "href": "exactonline/",
+            "bundle_url": BUNDLE_URL,
+            "url_route": UI_ROUTE,
             "destination": "nav",
             "category": "admin",
         }

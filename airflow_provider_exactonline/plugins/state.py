@@ -6,7 +6,8 @@ HMAC key is shared reliably. The metadata DB is. The pending authorization is th
 connection's own extras, under the key ``oauth_pending``::
 
     {"oauth_pending": {"<sha256 of state>": {"user": "admin", "redirect_uri": "...",
-                                             "created_at": 1700000000.0, "expires_at": 1700000600.0}}}
+                                             "created_at": 1700000000.0, "expires_at": 1700000600.0,
+                                             "embedded": true}}}
 
 * ``state`` = ``<conn_id, base64url>.<32 random bytes, base64url>``; the conn id part only says which row to
   look in. Only the SHA-256 of the state is stored, so reading the extras does not reveal a usable state.
@@ -51,6 +52,7 @@ class PendingAuthorization:
     redirect_uri: str
     created_at: float
     expires_at: float
+    embedded: bool = False  # started from the page inside Airflow's UI: the callback returns there
 
 
 def _b64encode(value: str) -> str:
@@ -116,7 +118,13 @@ def _write_pending(conn: Any, extras: dict[str, Any], pending: dict[str, dict[st
 
 
 def issue_state(
-    conn_id: str, user_id: str, redirect_uri: str, *, now: float | None = None, ttl: float = STATE_TTL_S
+    conn_id: str,
+    user_id: str,
+    redirect_uri: str,
+    *,
+    now: float | None = None,
+    ttl: float = STATE_TTL_S,
+    embedded: bool = False,
 ) -> str:
     """Record a pending authorization for ``conn_id`` by ``user_id`` and return its ``state``.
 
@@ -137,6 +145,7 @@ def issue_state(
             "redirect_uri": redirect_uri,
             "created_at": now,
             "expires_at": now + ttl,
+            "embedded": embedded,
         }
         _write_pending(conn, extras, pending)
     return state
@@ -170,6 +179,7 @@ def consume_state(state: str | None, user_id: str, *, now: float | None = None) 
         redirect_uri=str(record.get("redirect_uri") or ""),
         created_at=float(record.get("created_at", 0)),
         expires_at=expires_at,
+        embedded=record.get("embedded") is True,
     )
 
 

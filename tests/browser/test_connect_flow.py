@@ -165,7 +165,7 @@ def fake(airflow_server: AirflowServer) -> Iterator[FakeExactOnline]:
 
 @pytest.fixture
 def page(chromium: str, tmp_path: Path) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -177,6 +177,7 @@ def page(chromium: str, tmp_path: Path) -> Iterator[Any]:
             viewport={"width": 1400, "height": 1000},
         )
         context.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)  # a cold api-server on a busy machine can take a while to answer
         try:
             yield context.pages[0] if context.pages else context.new_page()
         finally:
@@ -187,17 +188,29 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def _log_in(page: Any, base: str, screenshot: str | None = None) -> None:
+    page.goto(f"{base}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    if screenshot:
+        shot(page, screenshot)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(rf"^{re.escape(base)}/(\?.*)?$"))
+
+
+def _expect_airflow_nav(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    for role, name in (("link", "Dags"), ("link", "Assets"), ("button", "Browse"), ("button", "Admin")):
+        expect(page.get_by_role(role, name=name, exact=True)).to_be_visible()
+
+
 def test_connect_from_the_airflow_ui(page: Any, airflow_server: AirflowServer, fake: FakeExactOnline) -> None:
     from playwright.sync_api import expect
 
     base = airflow_server.base_url
     # 1. Log in to Airflow.
-    page.goto(f"{base}/")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(PASSWORD)
-    shot(page, "01-airflow-login")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(rf"^{re.escape(base)}/(\?.*)?$"))
+    _log_in(page, base, screenshot="01-airflow-login")
 
     # 2. Create the connection in Airflow's own form; the provider's fields are there and labelled.
     page.goto(f"{base}/connections")
@@ -222,39 +235,48 @@ def test_connect_from_the_airflow_ui(page: Any, airflow_server: AirflowServer, f
     expect(page.get_by_text(CONN, exact=True).first).to_be_visible()
     assert airflow_server.extras(CONN).get("refresh_token") in (None, "")
 
-    # 3. The Exact Online page, through its entry in Airflow's Admin menu (it opens in a new tab).
+    # 3. The Exact Online page, through its entry in Airflow's Admin menu: inside Airflow's UI, same tab.
     page.goto(f"{base}/")
     page.get_by_role("button", name="Admin").click()
-    with page.context.expect_page() as new_tab:
-        page.get_by_role("menuitem", name="Exact Online").click()
-    page = new_tab.value
-    page.wait_for_url(f"{base}/exactonline/")
+    page.get_by_role("menuitem", name="Exact Online").click()
+    page.wait_for_url(f"{base}/plugin/exactonline")
+    _expect_airflow_nav(page)  # Airflow's navigation is around the page
+    expect(page.get_by_role("heading", name="Exact Online connections")).to_be_visible()
+    assert page.locator("iframe").count() == 0  # rendered by the React app in the main window
     row = page.locator(f"tr[data-conn-id='{CONN}']")
-    expect(row).to_contain_text("Not connected")
+    expect(row.locator("td.status")).to_have_text("Not connected")  # the badge, not said twice
     expect(row).to_contain_text(f"{base}/exactonline/callback")
-    shot(page, "03-exactonline-page")
+    shot(page, "03-exactonline-page-in-airflow")
 
-    # 4. Connect -> Exact's consent page (top-level, not in the iframe) -> Authorize.
+    # 4. Connect -> Exact's consent page (the whole tab goes there) -> Authorize.
     row.get_by_role("link", name="Connect", exact=True).click()
     page.wait_for_url(re.compile(rf"^{re.escape(fake.base_url)}/api/oauth2/auth"))
     expect(page.get_by_role("button", name="Authorize")).to_be_visible()
     shot(page, "04-exact-consent")
     page.get_by_role("button", name="Authorize").click()
 
-    # 5. Back in Airflow: success, with the divisions to choose from.
-    page.wait_for_url(re.compile(rf"^{re.escape(base)}/exactonline/callback"))
-    expect(page.locator("#connected")).to_contain_text(f"Connection {CONN} is connected to Exact Online as Fake User")
-    shot(page, "05-connected")
+    # 5. Back inside Airflow's UI: success, said once, with the default division Exact reported.
+    page.wait_for_url(re.compile(rf"^{re.escape(base)}/plugin/exactonline/\?saved="))
+    expect(page.get_by_role("status")).to_contain_text(f"Connection {CONN} is connected to Exact Online as Fake User")
+    expect(page.get_by_role("status")).to_contain_text("Default division set to 1001 (Fake Company NL)")
+    _expect_airflow_nav(page)
+    row = page.locator(f"tr[data-conn-id='{CONN}']")
+    expect(row.locator("td.status")).to_have_text("Authorized")
+    shot(page, "05-connected-in-airflow")
     stored = airflow_server.extras(CONN)
     assert stored["refresh_token"] == fake.current_refresh_token
     assert stored["access_token"] == fake.current_access_token
     assert stored["division"] == 1001
     assert stored["refresh_token"] not in page.content() and stored["access_token"] not in page.content()
 
+    # Another default division, through the chooser (also inside the UI).
+    row.get_by_role("link", name="change").click()
+    page.wait_for_url(f"{base}/plugin/exactonline/connections/{CONN}/division")
     page.get_by_label("Division").select_option("1002")
     page.get_by_role("button", name="Save default division").click()
+    page.wait_for_url(re.compile(rf"^{re.escape(base)}/plugin/exactonline/\?saved="))
     expect(page.get_by_role("status")).to_contain_text(f"Default division of {CONN} set to 1002 (Fake Company BE)")
-    expect(page.locator(f"tr[data-conn-id='{CONN}']")).to_contain_text("Authorized")
+    expect(page.locator(f"tr[data-conn-id='{CONN}']")).to_contain_text("Fake Company BE")
     shot(page, "06-division-saved")
     assert airflow_server.extras(CONN)["division"] == 1002
 
@@ -281,3 +303,123 @@ def test_connect_from_the_airflow_ui(page: Any, airflow_server: AirflowServer, f
     assert outcome["name"] == "Fake User" and outcome["division"] == 1002 and outcome["calls"] >= 2
     assert fake.count_requests("current/Me") == before + 1
     assert fake.current_refresh_token == stored["refresh_token"]  # no refresh was needed, chain intact
+
+
+def test_misconfigured_row_and_a_denied_connect(
+    page: Any, airflow_server: AirflowServer, fake: FakeExactOnline
+) -> None:
+    """The wording a newcomer meets when something is wrong, inside Airflow's UI."""
+    from playwright.sync_api import expect
+
+    base = airflow_server.base_url
+    _log_in(page, base)
+    broken, denied = "exact_browser_no_client", "exact_browser_denied"
+    for conn_id, login in ((broken, ""), (denied, fake.client_id)):
+        created = page.request.post(
+            f"{base}/api/v2/connections",
+            data={
+                "connection_id": conn_id,
+                "conn_type": "exactonline",
+                "host": fake.base_url,
+                "login": login,
+                "password": fake.client_secret,
+            },
+        )
+        assert created.status == 201, created.text()
+
+    # A connection without a Client ID: its row says so once and links to the connection in Airflow's list.
+    page.goto(f"{base}/plugin/exactonline")
+    row = page.locator(f"tr[data-conn-id='{broken}']")
+    expect(row.locator("td.status")).to_contain_text("Misconfigured")
+    expect(row.locator("td.status")).to_contain_text("Client ID")
+    assert row.get_by_role("link", name="Connect", exact=True).count() == 0
+    shot(page, "07-misconfigured-row")
+    row.get_by_role("link", name="Fix the connection").click()
+    page.wait_for_url(f"{base}/connections?name_pattern={broken}")
+    listed = page.get_by_role("row").filter(has_text=broken)
+    expect(listed).to_have_count(1)
+    expect(page.get_by_role("row").filter(has_text=denied)).to_have_count(0)  # filtered to that connection
+    listed.get_by_role("button", name="Edit Connection").click()
+    expect(page.get_by_label("Client ID")).to_be_visible()  # Airflow's edit form, at the field to fill
+    expect(page.get_by_label("Client ID")).to_have_value("")
+    shot(page, "08-fix-the-connection")
+
+    # Deny at Exact: back inside Airflow's UI with what happened and what to do.
+    page.goto(f"{base}/plugin/exactonline")
+    page.locator(f"tr[data-conn-id='{denied}']").get_by_role("link", name="Connect", exact=True).click()
+    page.wait_for_url(re.compile(rf"^{re.escape(fake.base_url)}/api/oauth2/auth"))
+    page.get_by_role("button", name="Deny").click()
+    page.wait_for_url(re.compile(rf"^{re.escape(base)}/plugin/exactonline/\?"))
+    failure = page.locator("#failure")
+    expect(failure).to_contain_text("Exact Online refused")
+    expect(failure).to_contain_text("Access was not granted at Exact Online")
+    expect(failure).to_contain_text("Exact said: access_denied. To try again, click Connect")
+    assert "access_denied:" not in failure.inner_text()
+    _expect_airflow_nav(page)
+    shot(page, "09-denied-in-airflow")
+    assert not airflow_server.extras(denied).get("refresh_token")
+
+
+def test_standalone_page_and_the_cli_loopback_page(page: Any, airflow_server: AirflowServer) -> None:
+    """The page without Airflow's navigation links back into it; the CLI's page tells the real outcome."""
+    from playwright.sync_api import expect
+
+    base = airflow_server.base_url
+    _log_in(page, base)
+    page.goto(f"{base}/exactonline/")
+    expect(page.get_by_role("heading", name="Exact Online connections")).to_be_visible()
+    shot(page, "10-standalone-page")
+    page.get_by_role("link", name="Open inside Airflow").click()
+    page.wait_for_url(f"{base}/plugin/exactonline/")
+    _expect_airflow_nav(page)
+    # A crafted route cannot make the React app show another same-origin answer (here the API's JSON).
+    page.goto(f"{base}/plugin/exactonline/%252e%252e/%252e%252e/api/v2/version")
+    expect(page.get_by_role("alert").first).to_be_visible()
+    assert "git_version" not in page.content()
+
+    # `airflow-exactonline authorize` with a wrong client secret: the browser must not hear "received".
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        redirect = f"http://127.0.0.1:{sock.getsockname()[1]}/callback"
+    conn_id = "exact_browser_cli"
+    with FakeExactOnline(redirect_uris=[redirect]) as fake:
+        created = page.request.post(
+            f"{base}/api/v2/connections",
+            data={
+                "connection_id": conn_id,
+                "conn_type": "exactonline",
+                "host": fake.base_url,
+                "login": fake.client_id,
+                "password": "not-the-secret",
+                "extra": json.dumps({"redirect_uri": redirect}),
+            },
+        )
+        assert created.status == 201, created.text()
+        cli = subprocess.Popen(
+            [str(Path(sys.executable).with_name("airflow-exactonline")), "authorize", conn_id, "--timeout", "120"],
+            env={**airflow_server.env, "_AIRFLOW_PROCESS_CONTEXT": "server"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert cli.stderr is not None
+            lines: list[str] = []
+            while not (url := next((ln.strip() for ln in lines if "/api/oauth2/auth?" in ln), None)):
+                line = cli.stderr.readline()
+                assert line, "".join(lines)
+                lines.append(line)
+            page.goto(url)
+            page.get_by_role("button", name="Authorize").click()
+            page.wait_for_url(re.compile(rf"^{re.escape(redirect)}\?"))
+            expect(page.get_by_role("heading", name="Authorization failed")).to_be_visible()
+            shot(page, "11-cli-loopback-failed")
+            assert "received" not in page.content().lower()
+            _out, err = cli.communicate(timeout=120)
+        finally:
+            if cli.poll() is None:
+                os.killpg(cli.pid, signal.SIGTERM)  # the process group this test started
+        assert cli.returncode == 2
+        error = next(ln for ln in err.splitlines() if ln.startswith("error: "))[len("error: ") :]
+        expect(page.locator("p").first).to_have_text(error + ".")  # what the terminal says, with its fix

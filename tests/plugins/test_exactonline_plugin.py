@@ -50,8 +50,17 @@ def test_plugin_is_registered_and_mounted(client: Any, auth: dict[str, dict[str,
     assert response.status_code == 200
     plugin = next(p for p in response.json()["plugins"] if p["name"] == "exactonline")
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/exactonline"
-    view = plugin["external_views"][0]
-    assert (view["name"], view["href"], view["destination"]) == ("Exact Online", "exactonline/", "nav")
+    assert plugin["external_views"] == []  # an iframe view could not navigate the tab to Exact's login
+    app = plugin["react_apps"][0]
+    assert (app["name"], app["url_route"], app["destination"], app["category"]) == (
+        "Exact Online",
+        "exactonline",
+        "nav",
+        "admin",
+    )
+    bundle = client.get(f"/{app['bundle_url']}")  # relative to Airflow's base URL; static code, no login
+    assert bundle.status_code == 200 and bundle.headers["content-type"].startswith("text/javascript")
+    assert "globalThis.AirflowPlugin = ExactOnlinePage" in bundle.text and "X-ExactOnline-Embed" in bundle.text
 
 
 @pytest.mark.parametrize(
