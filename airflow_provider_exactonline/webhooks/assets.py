@@ -38,9 +38,10 @@ def change_asset_uri(exactonline_conn_id: str, division: int, topic: str) -> str
     return f"{CHANGE_SCHEME}://{exactonline_conn_id}/{division}/{topic}"
 
 
-def change_asset(exactonline_conn_id: str, division: int, topic: str) -> Any:
-    """The :class:`airflow.sdk.Asset` (named by its URI) to schedule a DAG on, or to give an AssetWatcher."""
+def change_asset(exactonline_conn_id: str, division: int, topic: str, *, watchers: list[Any] | None = None) -> Any:
+    """The :class:`airflow.sdk.Asset` (named by its URI) to schedule a DAG on; ``watchers`` are
+    ``AssetWatcher`` s, e.g. with an :class:`~airflow_provider_exactonline.triggers.change.ExactOnlineChangeTrigger`."""
     from airflow.sdk import Asset
 
     uri = change_asset_uri(exactonline_conn_id, division, topic)
-    return Asset(name=uri, uri=uri)
+    return Asset(name=uri, uri=uri, watchers=list(watchers or []))

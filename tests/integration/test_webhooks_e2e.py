@@ -9,12 +9,14 @@ writes starts one run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -38,6 +40,8 @@ SECRET = "e2e-webhook-secret"
 CONN_ID = "exact_events"
 DB_CONN_ID = "exact_events_db"
 DAG_ID = "exactonline_webhook_mirror"
+CHANGE_DAG_ID = "exactonline_change_mirror"  # crm/Contacts, watched by the change trigger
+CALLS_PER_HOUR = 360  # the change trigger's cap (interval 2 s would be 1800 an hour)
 DEBOUNCE = 3.0
 DAGS = Path(__file__).resolve().parent.parent / "webhooks" / "dags"
 ACCOUNTS_URI = change_asset_uri(CONN_ID, 1001, "Accounts")
@@ -134,6 +138,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="600",
             AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
             AIRFLOW__EXACTONLINE__WEBHOOK_DEBOUNCE=str(DEBOUNCE),
+            EXACTONLINE_E2E_CALLS_PER_HOUR=str(CALLS_PER_HOUR),
             EXACTONLINE_E2E_CONN_ID=CONN_ID,
             EXACTONLINE_E2E_DB_CONN_ID=DB_CONN_ID,
             EXACTONLINE_E2E_EXPORTS=f"file://{tmp / 'exports'}",
@@ -144,8 +149,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         run_airflow(env, "dags", "reserialize")
         procs = Processes(tmp / "logs")
         try:
-            start_cluster(procs, env, port, "dag-processor")
+            start_cluster(procs, env, port, "dag-processor", "triggerer")
             run_airflow(env, "dags", "unpause", DAG_ID)
+            run_airflow(env, "dags", "unpause", CHANGE_DAG_ID)
             yield Cluster(db_url, port, procs, fake, mirror_db)
         except BaseException:
             print(procs.dump(6000))
@@ -233,3 +239,55 @@ def test_webhooks_end_to_end_on_a_real_api_server_and_scheduler(cluster: Cluster
         assert figures["asset_events_for_burst"] == 7
         assert {r["ID"].lower() for r in burst} <= cluster.mirror_ids()
     print("\nwebhooks e2e:", json.dumps(figures))
+
+
+@pytest.mark.integration
+@requires_pg
+@pytest.mark.timeout(600)
+def test_a_lost_webhook_is_caught_by_the_change_trigger_within_its_budget(cluster: Cluster) -> None:
+    figures: dict[str, Any] = {}
+    contacts = change_asset_uri(CONN_ID, 1001, "Contacts")
+    # The mirror never ran, so the trigger's first poll finds the existing rows: one run, the full load.
+    cluster.wait("the first (full) Contacts run", lambda: cluster.settled(CHANGE_DAG_ID), 300)
+    assert [s for _, s in cluster.runs(CHANGE_DAG_ID)] == ["success"], cluster.runs(CHANGE_DAG_ID)
+    first_events = len(cluster.asset_events(contacts))
+
+    # Quiet: nothing changes, so nothing fires (it keeps polling).
+    quiet_from = time.time()
+    time.sleep(35)
+    assert len(cluster.runs(CHANGE_DAG_ID)) == 1
+    assert len(cluster.asset_events(contacts)) == first_events
+    quiet_polls = [r for r in cluster.fake.requests if _is_trigger_poll(r) and r.time >= quiet_from]
+    assert quiet_polls, "the trigger stopped polling"
+
+    # A change whose webhook is lost (its callback is down): the change trigger still catches it.
+    with FakeWebhookSender(cluster.fake, SECRET, timeout=2) as sender:
+        dead = f"http://127.0.0.1:{free_port()}/exactonline-webhooks/{CONN_ID}"
+        cluster.fake.create_record("webhooks/WebhookSubscriptions", 1001, {"CallbackURL": dead, "Topic": "Contacts"})
+        written_at = time.time()
+        lost = cluster.fake.create_record("crm/Contacts", 1001, {"FirstName": "Lost", "LastName": "Webhook"})
+        assert sender.wait_idle(30)
+        assert [d.ok for d in sender.deliveries] == [False, False]  # validation and event both lost
+    cluster.wait("the run the trigger starts", lambda: len(cluster.runs(CHANGE_DAG_ID)) == 2, 120)
+    cluster.wait("that run to finish", lambda: cluster.settled(CHANGE_DAG_ID), 240)
+    figures["lost_change_to_run_done_s"] = round(time.time() - written_at, 1)
+    assert [s for _, s in cluster.runs(CHANGE_DAG_ID)] == ["success", "success"]
+    assert lost["ID"].lower() in cluster.mirror_ids("crm_contacts")
+    events = cluster.asset_events(contacts)
+    assert len(events) == first_events + 1, events
+
+    # The budget, counted at the fake: never more than CALLS_PER_HOUR in the (sliding) hour.
+    polls = sorted(r.time for r in cluster.fake.requests if _is_trigger_poll(r))
+    span = polls[-1] - polls[0]
+    figures["trigger_polls"] = len(polls)
+    figures["trigger_span_s"] = round(span, 1)
+    figures["trigger_calls_per_hour"] = round((len(polls) - 1) / span * 3600, 1) if span else None
+    figures["min_gap_s"] = round(min(b - a for a, b in itertools.pairwise(polls)), 2)
+    print("\nchange trigger e2e:", json.dumps(figures))
+    assert figures["min_gap_s"] >= 3600 / CALLS_PER_HOUR - 0.5, figures  # 10 s apart although interval=2
+    assert len(polls) - 1 <= span / (3600 / CALLS_PER_HOUR) + 1, figures
+
+
+def _is_trigger_poll(request: Any) -> bool:
+    """The change trigger's call: ``sync/CRM/Contacts`` selecting only ``Timestamp`` (the mirror selects all)."""
+    return "sync/crm/contacts" in request.path.lower() and parse_qs(request.query).get("$select") == ["Timestamp"]
