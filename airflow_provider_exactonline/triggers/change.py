@@ -167,7 +167,13 @@ class ExactOnlineChangeTrigger(BaseEventTrigger):
 
         from airflow_provider_exactonline.ratelimit import RateLimitState
 
-        token_manager, url = await asyncio.to_thread(self._token_manager_and_url)
+        while True:
+            try:  # reading the connection is blocking (a sync SDK call): off the shared event loop
+                token_manager, url = await asyncio.to_thread(self._token_manager_and_url)
+                break
+            except Exception as err:  # a missing/misconfigured connection: retry later, keep the watcher
+                self.log.error("Exact Online change trigger set-up failed (retrying in an hour): %s", err)
+                await asyncio.sleep(ERROR_PAUSE)
         position = await self._stored_position()
         if position is None:
             position = self.since

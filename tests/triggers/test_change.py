@@ -6,6 +6,7 @@ The real triggerer (AssetWatcher -> Asset event -> DAG run) is tests/integration
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from typing import Any
@@ -103,24 +104,49 @@ def test_fires_once_per_change_and_never_without_one(fake: Any, db_conn: str) ->
     trigger = ExactOnlineChangeTrigger(
         db_conn, entity="crm/Contacts", division=1001, interval=1, since=since, max_calls_per_hour=3600
     )
-    created: dict[str, Any] = {}
+    events: list[dict] = []
 
-    def create() -> None:
-        created.update(fake.create_record("crm/Contacts", 1001, {"FirstName": "Change", "LastName": "Trigger"}))
+    async def until(what: str, predicate: Any, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}; events={events}"
+            await asyncio.sleep(0.05)
 
-    def update() -> None:
-        fake.update_record("crm/Contacts", 1001, created["ID"], {"LastName": "Trigger II"})
+    async def quiet_for(n: int) -> None:
+        """``n`` more polls and no new event."""
+        seen, fired = polls(fake), len(events)
+        await until(f"{n} polls", lambda: polls(fake) >= seen + n)
+        assert len(events) == fired, events
 
-    def other_division() -> None:
-        fake.create_record("crm/Contacts", 1002, {"FirstName": "Elsewhere", "LastName": "BV"})
+    async def scenario() -> None:
+        async def consume() -> None:
+            async for event in trigger.run():
+                events.append(event.payload)
 
-    events = asyncio.run(collect(trigger, 9.5, {2.5: create, 5.0: other_division, 6.5: update}))
+        task = asyncio.create_task(consume())
+        await until("the first poll", lambda: polls(fake) >= 1)
+        await quiet_for(2)  # nothing changed: nothing fires
+        created = await asyncio.to_thread(
+            fake.create_record, "crm/Contacts", 1001, {"FirstName": "Change", "LastName": "Trigger"}
+        )
+        await until("the create's event", lambda: len(events) == 1)
+        await quiet_for(2)  # fired once, not again
+        await asyncio.to_thread(fake.create_record, "crm/Contacts", 1002, {"FirstName": "Other", "LastName": "Div"})
+        await quiet_for(2)  # another division is not this trigger's
+        await asyncio.to_thread(fake.update_record, "crm/Contacts", 1001, created["ID"], {"LastName": "Trigger II"})
+        await until("the update's event", lambda: len(events) == 2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
     assert [e["since"] for e in events] == [since, events[0]["timestamp"]]
-    assert events[0]["timestamp"] > since and events[1]["timestamp"] > events[0]["timestamp"]
+    assert since < events[0]["timestamp"] < events[1]["timestamp"]
     assert {e["division"] for e in events} == {1001} and {e["topic"] for e in events} == {"Contacts"}
-    assert 7 <= polls(fake) <= 11  # one call a second, nothing more
     calls = [r for r in fake.requests if SYNC.lower() in r.path.lower()]
     assert all("Timestamp" in r.query and r.status == 200 for r in calls)
+    gaps = [b.time - a.time for a, b in itertools.pairwise(calls)]
+    assert min(gaps) >= 0.95  # never faster than interval=1
 
 
 def test_it_follows_the_mirrors_watermark(fake: Any, db_conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,3 +186,20 @@ def test_a_4xx_pauses_instead_of_burning_the_error_budget(fake: Any, db_conn: st
     )
     events = asyncio.run(collect(trigger, 3.0, {}))
     assert events == [] and polls(fake) == 1
+
+
+def test_a_missing_connection_does_not_end_the_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    import airflow_provider_exactonline.triggers.change as change
+
+    monkeypatch.setattr(change, "ERROR_PAUSE", 0.2)
+    attempts = []
+    real = ExactOnlineChangeTrigger._token_manager_and_url
+
+    def counted(self: ExactOnlineChangeTrigger) -> Any:
+        attempts.append(time.monotonic())
+        return real(self)
+
+    monkeypatch.setattr(ExactOnlineChangeTrigger, "_token_manager_and_url", counted)
+    trigger = ExactOnlineChangeTrigger("exact_no_such_conn", entity="crm/Contacts", division=1001, interval=1)
+    assert asyncio.run(collect(trigger, 4.0, {})) == []  # still running when cancelled: it did not raise
+    assert len(attempts) >= 2  # and it keeps retrying
