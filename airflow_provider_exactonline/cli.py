@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="airflow-exactonline",
         description="Authorize Airflow's Exact Online connections and check their health.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{authorize,status}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{authorize,status,webhooks}")
 
     auth = sub.add_parser(
         "authorize",
@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the connection's health (the same as the Exact Online page)")
     status.add_argument("conn_id", metavar="CONN_ID")
     status.add_argument("--json", action="store_true", help="print the health as JSON on stdout")
+
+    from airflow_provider_exactonline.webhooks import cli as webhooks_cli  # `webhooks subscribe|list|delete`
+
+    webhooks_cli.add_parser(sub)
     return parser
 
 
@@ -94,6 +98,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None) -> int:
     try:
         if args.command == "authorize":
             return authorize(args, stdin=stdin or sys.stdin)
+        if args.command == "webhooks":
+            from airflow_provider_exactonline.webhooks import cli as webhooks_cli
+
+            return webhooks_cli.run(args, CliError)
         return status(args)
     except CliError as err:
         _say(f"error: {err}")

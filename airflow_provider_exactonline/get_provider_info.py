@@ -77,6 +77,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Single-use; rotated by the provider on every refresh. Leave empty.",
                         "schema": {"type": ["string", "null"], "format": "password"},
                     },
+                    "webhook_secret": {
+                        "label": "Webhook secret",
+                        "description": "The app's webhook secret from Exact's App Center; the webhook receiver "
+                        "(<airflow-url>/exactonline-webhooks/<conn_id>) verifies callbacks with it.",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
                 },
             }
         ],
@@ -89,7 +95,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Exact Online",
-                "python-modules": ["airflow_provider_exactonline.operators.exactonline"],
+                "python-modules": [
+                    "airflow_provider_exactonline.operators.exactonline",
+                    "airflow_provider_exactonline.operators.webhooks",
+                ],
             }
         ],
         "sensors": [
@@ -101,7 +110,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Exact Online",
-                "python-modules": ["airflow_provider_exactonline.triggers.exactonline"],
+                "python-modules": [
+                    "airflow_provider_exactonline.triggers.exactonline",
+                    "airflow_provider_exactonline.triggers.change",
+                ],
             }
         ],
         "plugins": [

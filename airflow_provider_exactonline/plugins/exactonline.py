@@ -21,6 +21,8 @@ try:  # Airflow 3.x
 except ImportError:  # pragma: no cover - older layouts
     from airflow.plugins_manager import AirflowPlugin  # type: ignore[assignment]
 
+from airflow_provider_exactonline.webhooks.plugin_app import FASTAPI_APP as WEBHOOK_RECEIVER_APP
+
 URL_PREFIX = "/exactonline"
 UI_ROUTE = "exactonline"  # Airflow's UI shows the page at /plugin/exactonline
 BUNDLE_URL = "exactonline/static/exactonline-page.js"  # relative to Airflow's base URL (sub-paths work)
@@ -52,7 +54,7 @@ app = LazyExactOnlineApp()
 
 class ExactOnlinePlugin(AirflowPlugin):
     name = "exactonline"
-    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Exact Online"}]
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Exact Online"}, WEBHOOK_RECEIVER_APP]
     react_apps = [
         {
             "name": "Exact Online",

@@ -39,6 +39,7 @@ class Delivery:
     key: str | None
     status: int | None
     error: str | None = None
+    body: bytes = b""  # what was POSTed (a test may replay it)
 
     @property
     def ok(self) -> bool:
@@ -178,10 +179,10 @@ class FakeWebhookSender:
             )
         except (requests.RequestException, ValueError) as err:
             log.warning("fake webhook %s to %s failed: %s", kind, url, type(err).__name__)
-            return Delivery(kind, url, topic, action, key, None, type(err).__name__)
+            return Delivery(kind, url, topic, action, key, None, type(err).__name__, body)
         if not 200 <= response.status_code < 300:
             log.warning("fake webhook %s to %s answered HTTP %s", kind, url, response.status_code)
-        return Delivery(kind, url, topic, action, key, response.status_code)
+        return Delivery(kind, url, topic, action, key, response.status_code, body=body)
 
 
 def _key_literal(key: str) -> str:

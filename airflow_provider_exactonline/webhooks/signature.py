@@ -112,6 +112,15 @@ def verify(
     ``seen`` (shared by all requests of a receiver) refuses replays; the signature is checked first, so
     forged bodies never enter it.
     """
+    content, signature = verify_signature(raw_body, secret, max_bytes=max_bytes)
+    if seen is not None:
+        seen.check_and_remember(signature)
+    return content
+
+
+def verify_signature(raw_body: bytes, secret: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, Any], str]:
+    """:func:`verify` without a replay check: ``(content, signature)``, the signature being the key a
+    receiver's own (e.g. database-backed) replay guard remembers."""
     if not secret:
         raise ExactOnlineConfigError(
             "No webhook secret configured: copy the app's 'Webhook secret' from the Exact App Center into the"
@@ -139,9 +148,7 @@ def verify(
     content = json.loads(raw_content)
     if not isinstance(content, dict):
         raise WebhookMalformed("Webhook callback refused: 'Content' is not a JSON object")
-    if seen is not None:
-        seen.check_and_remember(expected)
-    return content
+    return content, expected
 
 
 def _top_level_raw_values(raw_body: bytes) -> dict[str, str]:

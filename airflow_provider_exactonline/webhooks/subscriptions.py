@@ -52,6 +52,27 @@ def unsubscribe(hook: ExactOnlineHook, subscription_id: str, *, division: int) -
     hook.delete(ENTITY, subscription_id, division=division)
 
 
+def unsubscribe_matching(hook: ExactOnlineHook, topic: str, callback_url: str, *, division: int) -> list[str]:
+    """Delete every subscription of ``callback_url`` to ``topic``; the removed IDs (``[]`` if none: idempotent)."""
+    _check_topic(topic)
+    removed = []
+    for row in _matching(hook, topic, callback_url, division):
+        unsubscribe(hook, str(row["ID"]), division=division)
+        removed.append(str(row["ID"]))
+    return removed
+
+
+def receiver_url(base_url: str, exactonline_conn_id: str) -> str:
+    """The receiver's callback URL on an api-server reachable at ``base_url`` (its public HTTPS address)."""
+    from airflow_provider_exactonline.webhooks.plugin_app import URL_PREFIX
+
+    if not base_url:
+        raise ExactOnlineConfigError(
+            "No callback URL: pass callback_url=, or set [api] base_url to the api-server's public https:// URL"
+        )
+    return f"{base_url.rstrip('/')}{URL_PREFIX}/{exactonline_conn_id}"
+
+
 def _matching(hook: ExactOnlineHook, topic: str, callback_url: str, division: int) -> list[dict[str, Any]]:
     query = f"CallbackURL eq {odata.string(callback_url)} and Topic eq {odata.string(topic)}"
     return [
