@@ -148,6 +148,7 @@ def test_rotated_tokens_are_in_no_variable_row_and_no_debug_log(tmp_path: Path) 
             started = time.time()
             outputs.append(run_airflow(env, "dags", "trigger", DAG_ID))
             triggerer_refreshes = _rotate_in_the_triggerer(env, db_url, sensor_fake, procs)
+            print(f"\ntriggerer: {triggerer_refreshes} refresh(es) while the sensor was deferred")
             assert triggerer_refreshes >= 1 and sensor_fake.refresh_errors == {}, sensor_fake.token_calls
             state = wait_for_dag_run(db_url, DAG_ID, procs, DURATION + 300)
             ended = time.time()
