@@ -17,6 +17,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from integration.rotation_support import (
     REPO,
     Processes,
     airflow_env,
+    create_connection,
     free_port,
     fresh_pg_database,
-    prepare_cluster,
     run_airflow,
     start_cluster,
 )
@@ -40,8 +41,11 @@ HERE = Path(__file__).resolve().parent
 CONN_ID = "exact_celery"
 LIFETIME = 15.0  # access-token lifetime on the fake
 LEASE_TTL = 20.0
+SETTLE = 3.0  # [exactonline] token_lease_settle_seconds: above the slowest Variable write on a loaded machine
 HEARTBEAT_TIMEOUT = 20
 WORKERS = ("eo-w1", "eo-w2", "eo-w3")
+WARMUP = "exactonline_celery_warmup"
+DAG_IDS = ("exactonline_celery_hammer", "exactonline_celery_probe", "exactonline_celery_export", WARMUP)
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 
@@ -60,6 +64,9 @@ class Rig:
         self.env: dict[str, str] = {}
         self.worker_env: dict[str, str] = {}
         self.redis_url = ""  # the broker; also what the shared budget's Redis connection points at
+        self.api_url = ""  # the api-server, as a browser on the host reaches it
+        self.ui_password = ""  # SimpleAuthManager's password of the user "admin"
+        self._jwt = ""
 
     # ------------------------------------------------------------------------------------ database
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -97,11 +104,51 @@ class Rig:
         keys = ("task_id", "map_index", "state", "hostname", "try_number")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    # ------------------------------------------------------------------------------------ the api-server
+    def _bearer(self) -> dict[str, str]:
+        """A JWT of the user "admin": SimpleAuthManager's login (``POST /auth/token``), once per rig."""
+        import requests
+
+        if not self._jwt:
+            login = requests.post(
+                f"{self.api_url}/auth/token", json={"username": "admin", "password": self.ui_password}, timeout=60
+            )
+            assert login.status_code == 201, login.text[:500]
+            self._jwt = str(login.json()["access_token"])
+        return {"Authorization": f"Bearer {self._jwt}"}
+
+    def ui_get(self, path: str) -> str:
+        """GET a page of the real api-server as the logged-in admin."""
+        import requests
+
+        page = requests.get(f"{self.api_url}{path}", headers=self._bearer(), timeout=60)
+        assert page.status_code == 200, page.text[:2000]
+        return page.text
+
+    def api_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to Airflow's REST API (``/api/v2``): a second instead of an ``airflow`` CLI start."""
+        import requests
+
+        answer = requests.post(f"{self.api_url}/api/v2{path}", json=body, headers=self._bearer(), timeout=60)
+        assert answer.status_code in (200, 201), f"POST {path}: {answer.status_code} {answer.text[:1000]}"
+        return dict(answer.json())
+
     # ------------------------------------------------------------------------------------ dag runs
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
         run_id = f"rig__{dag_id}__{secrets.token_hex(4)}"
-        run_airflow(self.env, "dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
+        self.api_post(f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
         return run_id
+
+    def wait_dags(self, dag_ids: tuple[str, ...], timeout: float = 180) -> None:
+        """Wait until the dag-processor has serialized ``dag_ids`` (instead of a ``dags reserialize`` CLI run)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.sql("SELECT count(DISTINCT dag_id) FROM serialized_dag WHERE dag_id = ANY(%s)", list(dag_ids))
+            if rows and rows[0][0] == len(dag_ids):
+                return
+            self.check_alive()
+            time.sleep(0.5)
+        raise AssertionError(f"DAGs {dag_ids} not serialized within {timeout} s\n{self.procs.dump()}")
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> str:
         deadline, state = time.monotonic() + timeout, None
@@ -174,7 +221,7 @@ def _settings(net: Network, api_port: int, api_forward: int, redis_port: int) ->
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         "AIRFLOW__CELERY__BROKER_URL": f"redis://{net.host_ip}:{redis_port}/0",
         "AIRFLOW__EXACTONLINE__TOKEN_LEASE_TTL_SECONDS": str(LEASE_TTL),
-        "AIRFLOW__EXACTONLINE__TOKEN_LEASE_SETTLE_SECONDS": "2",
+        "AIRFLOW__EXACTONLINE__TOKEN_LEASE_SETTLE_SECONDS": str(SETTLE),
         "AIRFLOW__EXACTONLINE__TOKEN_REUSE_POLL_SECONDS": "3",
         "PYTHONPATH": os.pathsep.join((str(REPO), str(REPO / "tests" / "integration" / "dags"))),
     }
@@ -202,6 +249,11 @@ def distributed_rig(root: Path) -> Iterator[Rig]:
         stack.callback(procs.stop_all)
         rig = Rig(root, net, fake, db_url, procs)
         rig.redis_url = f"redis://{net.host_ip}:{redis_port}"
+        rig.api_url = f"http://127.0.0.1:{api_port}"
+        rig.ui_password = secrets.token_urlsafe(16)
+        (root / "passwords.json").write_text(json.dumps({"admin": rig.ui_password}))
+        settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin"
+        settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(root / "passwords.json")
         rig.env = airflow_env(root / "central", db_url, **settings)
         worker_db = db_url.replace("@127.0.0.1:5432/", f"@{net.host_ip}:{pg.port}/")
         rig.worker_env = airflow_env(root / "worker", worker_db, **settings)
@@ -213,12 +265,21 @@ def distributed_rig(root: Path) -> Iterator[Rig]:
         for index, name in enumerate(WORKERS, start=1):
             ns, address = net.add_host(index)
             rig.workers[name] = Worker(name, ns, address)
-        prepare_cluster(rig.env, CONN_ID, fake)
-        start_cluster(procs, rig.env, api_port, "dag-processor", "triggerer")
-        for name in WORKERS:
-            rig.start_worker(name, wait=False)
+        # Once the DB is migrated, everything else starts at once; then wait for all of it.
+        run_airflow(rig.env, "db", "migrate")
+        with ThreadPoolExecutor(1) as pool:
+            connection = pool.submit(create_connection, rig.env, CONN_ID, fake)
+            for name in WORKERS:
+                rig.start_worker(name, wait=False)
+            start_cluster(procs, rig.env, api_port, "dag-processor", "triggerer")
+            connection.result()
+        rig.wait_dags(DAG_IDS)
         for name in WORKERS:
             rig.wait_worker(name)
+        # The api-server answers its first Execution API call only after a long warm-up (18-39 s measured on
+        # a loaded machine, longer than a task's client retries): pay it here, not in the first scenario.
+        warmup = rig.trigger(WARMUP, {})
+        assert rig.wait_run(WARMUP, warmup, 300) == "success", rig.tasks(WARMUP, warmup)
         try:
             yield rig
         except BaseException:

@@ -15,9 +15,14 @@ from typing import Any
 
 import pytest
 import requests
-from integration.rotation_support import assert_rotation_healthy, free_port, run_airflow, summarize
+from integration.rotation_support import (
+    assert_rotation_healthy,
+    free_port,
+    fresh_pg_database,
+    summarize,
+)
 
-from .rig import CONN_ID, LEASE_TTL, LIFETIME, WORKERS, Rig
+from .rig import CONN_ID, LEASE_TTL, LIFETIME, SETTLE, WORKERS, Rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 HAMMER, PROBE, EXPORT = "exactonline_celery_hammer", "exactonline_celery_probe", "exactonline_celery_export"
@@ -63,6 +68,23 @@ def _new_lease_holder(rig: Rig, after: float) -> tuple[str, float]:
     return _wait("a new refresh lease", fresh, 120, rig)
 
 
+def _kill_lease_holder_in_its_settle_delay(rig: Rig) -> tuple[str, float]:
+    """Kill the machine that will win the refresh lease, before its token call; returns (holder, lease expiry).
+
+    Fischer's lease: a competitor that read "free" before the first write landed writes its own lease early in
+    the settle delay, and the last writer wins. So watch the lease until 60 % of the settle delay of its newest
+    writer has passed, and kill the owner of that moment.
+    """
+    holder, expires = _new_lease_holder(rig, time.time())
+    while time.time() < expires - LEASE_TTL + SETTLE * 0.6:
+        lease = rig.variable(f"exactonline_lease__{CONN_ID}") or {}
+        if lease.get("owner") and float(lease.get("expires_at") or 0) > expires:
+            holder, expires = str(lease["owner"]).split(":")[0], float(lease["expires_at"])
+        time.sleep(0.05)
+    assert rig.kill_worker(holder) and holder in WORKERS
+    return holder, expires
+
+
 def _outdir(rig: Rig, name: str) -> Path:
     out = rig.root / name
     out.mkdir()
@@ -92,25 +114,30 @@ def test_killed_lease_holder_before_its_token_call_others_go_on_after_expiry(rig
     out = _outdir(rig, "lease_holder")
     run_id = rig.trigger(HAMMER, {"count": 6, "duration": 60, "pause": 0.5, "out": str(out)})
     _all_running(rig, HAMMER, run_id, 6)
-    holder, lease_expires = _new_lease_holder(rig, time.time())
-    ok_before = [c for c in _refreshes(rig, 0) if c.outcome == "ok"]
+    holder, lease_expires = _kill_lease_holder_in_its_settle_delay(rig)
     killed_at = time.time()
-    pids = rig.kill_worker(holder)
-    assert pids and holder in WORKERS
-    # Killed during its settle delay: it never reached Exact.
-    assert [c for c in _refreshes(rig, 0) if c.outcome == "ok"] == ok_before
+    rig.start_worker(holder, wait=False)  # the host reboots (it gets no task of this run)
+    # Killed during its settle delay: it never reached Exact, and its lease stayed (nobody overwrote it).
+    written = lease_expires - LEASE_TTL
+    time.sleep(max(0.0, written + SETTLE + 1 - time.time()))
+    assert not [c for c in _refreshes(rig, written) if c.outcome == "ok"], rig.fake.token_calls[-3:]
+    assert rig.lease_holder() == holder
     state = rig.wait_run(HAMMER, run_id, 240)
     recovered = [c for c in _refreshes(rig, killed_at) if c.outcome == "ok"]
     tasks, results = rig.tasks(HAMMER, run_id), _results(out)
+    first_ok = [r for r in rig.fake.requests if r.status == 200 and recovered and r.time >= recovered[0].time]
+    first_ok = [r for r in first_ok if "oauth2" not in r.path]
     figures = {
         "holder": holder,
         "recovery_s": round(recovered[0].time - killed_at, 1) if recovered else None,
         "lease_left_at_kill_s": round(lease_expires - killed_at, 1),
+        "lease_expiry_to_refresh_s": round(recovered[0].time - lease_expires, 2) if recovered else None,
+        "lease_expiry_to_first_200_s": round(first_ok[0].time - lease_expires, 2) if first_ok else None,
         "refreshes_after_kill": len(recovered),
         "states": sorted((t["hostname"], t["state"]) for t in tasks if t["task_id"] == "hammer"),
     }
     print("\nkilled lease holder:", json.dumps(figures))
-    rig.start_worker(holder)
+    rig.wait_worker(holder)
     assert state == "failed"  # the dead host's tasks
     for task in tasks:
         if task["task_id"] == "hammer":
@@ -133,14 +160,23 @@ def _probe(rig: Rig, name: str) -> tuple[str, dict[str, dict[str, Any]]]:
 
 
 def _status(rig: Rig) -> tuple[int, dict[str, Any]]:
+    """``airflow-exactonline status`` (the installed console script) against the rig's metadata DB."""
     proc = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_exactonline.cli", "status", CONN_ID, "--json"],
+        [str(Path(sys.executable).parent / "airflow-exactonline"), "status", CONN_ID, "--json"],
         env=rig.env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     return proc.returncode, json.loads(proc.stdout)
+
+
+def _row_text(page: str, conn_id: str) -> str:
+    """The part of the Exact Online page about ``conn_id``: from its first mention to the end of its row."""
+    start = page.find(conn_id)
+    assert start >= 0, page[:3000]
+    end = page.find("</tr>", start)
+    return page[start : end if end > 0 else len(page)]
 
 
 def _reauthorize(rig: Rig) -> None:
@@ -176,12 +212,14 @@ def test_killed_after_exact_answered_fails_fast_and_one_reauthorization_heals(ri
     broken_at = time.time()
     rig.fake.set_token_delay(0)
     assert len(answered) == 1
+    rig.start_worker(holder, wait=False)  # the host comes back while the others finish
     rig.wait_run(HAMMER, run_id, 240)
-    rig.start_worker(holder)  # the host comes back; every worker must now say "re-authorize"
+    rig.wait_worker(holder)  # every worker, the restarted one too, must now say "re-authorize"
     before_probe = time.time()
     state, probes = _probe(rig, "probe_broken")
     after_break = _refreshes(rig, broken_at + 0.001)
     code, health = _status(rig)
+    page = _row_text(rig.ui_get("/exactonline/"), CONN_ID)
     figures = {
         "holder": holder,
         "token_calls_after_break": [c.outcome for c in after_break],
@@ -200,22 +238,66 @@ def test_killed_after_exact_answered_fails_fast_and_one_reauthorization_heals(ri
     assert any(r["errors"].get("reauthorization_required") for r in survivors), survivors
     assert code == 1 and health["needs_action"] and health["status"] == "error", health
     assert "re-authorized" in health["summary"], health
+    # The Exact Online page of the real api-server says so too, next to its Reconnect link.
+    assert "refresh failed" in page.lower() and "re-authoriz" in page.lower(), page
+    assert f"/exactonline/connections/{CONN_ID}/authorize" in page, page
 
     _reauthorize(rig)
+    healed_at = time.time()
     state, probes = _probe(rig, "probe_healed")
-    assert state == "success" and sorted(probes) == list(WORKERS), probes
+    figures["token_calls_break_to_heal"] = len([c for c in rig.fake.token_calls if broken_at < c.time < healed_at])
+    figures["refreshes_after_heal"] = [c.outcome for c in _refreshes(rig, healed_at)]
+    print("\nhealed:", json.dumps(figures))
+    assert state == "success" and sorted(probes) == list(WORKERS), probes  # one re-authorization healed all 3
     assert all(p["error"] is None for p in probes.values()), probes
-    assert _status(rig)[0] == 0
+    assert set(figures["refreshes_after_heal"]) <= {"ok"}, figures
+    # 1-2 refused refreshes + the one authorization_code grant of the re-authorization: bounded, no hammering.
+    assert figures["token_calls_break_to_heal"] <= 3, figures
+    code, health = _status(rig)
+    assert code == 0 and health["status"] == "ok", health
+    page = _row_text(rig.ui_get("/exactonline/"), CONN_ID)
+    assert "refresh failed" not in page.lower(), page
+
+
+def _final_manifest(root: Path) -> Path:
+    manifests = [m for m in root.rglob("_manifest.json") if "_tmp" not in m.parts]
+    assert len(manifests) == 1, manifests  # one finalized run; the cut try left none
+    return manifests[0]
 
 
 def _final_rows(root: Path) -> list[dict[str, Any]]:
-    manifests = [m for m in root.rglob("_manifest.json") if "_tmp" not in m.parts]
-    assert len(manifests) == 1, manifests
-    rows = [json.loads(line) for part in sorted(manifests[0].parent.glob("*.jsonl")) for line in part.open()]
+    parts = sorted(_final_manifest(root).parent.glob("*.jsonl"))
+    rows = [json.loads(line) for part in parts for line in part.open()]
     return sorted(rows, key=lambda row: row["ID"])
 
 
-def test_network_cut_mid_export_is_retried_elsewhere_with_identical_output(rig: Rig) -> None:
+def _mirror_table(db_url: str, root: Path, prefix: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Apply every finalized export run under ``root`` to a table with the SQL mirror's loader; its rows."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from airflow_provider_exactonline.catalog import resolve_entity
+    from airflow_provider_exactonline.mirror.loader import MirrorLoader
+    from airflow_provider_exactonline.mirror.schema import table_for
+
+    monkeypatch.setenv("AIRFLOW_CONN_EO_DIST_MIRROR", db_url.replace("postgresql+psycopg2://", "postgres://"))
+    spec = resolve_entity("crm/Accounts")
+    loader = MirrorLoader(PostgresHook(postgres_conn_id="eo_dist_mirror"), table_for(spec, prefix=prefix))
+    manifest = _final_manifest(root)
+    division = int(json.loads(manifest.read_text())["division"])
+    totals = loader.apply_pending(manifest.parent.parent, division)
+    assert totals["runs"] == 1 and totals["rows"] == 12_000, totals
+    assert loader.apply_pending(manifest.parent.parent, division)["runs"] == 0  # applied exactly once
+    import psycopg2
+
+    with psycopg2.connect(db_url.replace("postgresql+psycopg2://", "postgresql://")) as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT * FROM "{loader.table.name}" ORDER BY "ID"')
+        columns = tuple(d[0] for d in cur.description)
+        return [columns, *cur.fetchall()]
+
+
+def test_network_cut_mid_export_is_retried_elsewhere_with_identical_output_and_mirror(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = rig.root / "exports"
     rig.fake.set_latency(1.0)
     pages_before = rig.fake.count_requests("crm/Accounts")
@@ -232,21 +314,32 @@ def test_network_cut_mid_export_is_retried_elsewhere_with_identical_output(rig: 
         raise
     rig.cut(victim)
     cut_at = time.time()
+    rig.fake.set_latency(0)  # the retry and the uninterrupted run go at full speed
+    # The uninterrupted run meanwhile, on a healthy machine: once the cut host's pending broker read (kombu
+    # polls Redis with a 1 s BRPOP) has lapsed, Redis hands new tasks only to the two connected workers.
+    time.sleep(3)
+    clean = rig.trigger(EXPORT, {"path": f"file://{base}/clean"})
     state = rig.wait_run(EXPORT, run_id, 240)
     recovered_s = round(time.time() - cut_at, 1)
+    clean_state = rig.wait_run(EXPORT, clean, 180)
     rig.kill_worker(victim)
     rig.cut(victim, up=True)
-    rig.fake.set_latency(0)
-    rig.start_worker(victim)
-    (task,) = rig.tasks(EXPORT, run_id)
+    rig.start_worker(victim, wait=False)  # back for the next scenario
+    (task,), (clean_task,) = rig.tasks(EXPORT, run_id), rig.tasks(EXPORT, clean)
     print("\nnetwork cut:", json.dumps({"victim": victim, "final_host": task["hostname"], "done_after_s": recovered_s}))
     assert state == "success", task
     assert task["try_number"] == 2 and task["hostname"] != victim, task
-    clean = rig.trigger(EXPORT, {"path": f"file://{base}/clean"})
-    assert rig.wait_run(EXPORT, clean, 180) == "success"
+    assert clean_state == "success" and clean_task["try_number"] == 1 and clean_task["hostname"] != victim
     cut_rows, clean_rows = _final_rows(base / "cut"), _final_rows(base / "clean")
     assert len(clean_rows) == 12_000
     assert cut_rows == clean_rows
+    # The SQL mirror loads both into PostgreSQL: the same table, row for row.
+    with fresh_pg_database() as mirror_db:
+        cut_table = _mirror_table(mirror_db, base / "cut", "cut_", monkeypatch)
+        clean_table = _mirror_table(mirror_db, base / "clean", "clean_", monkeypatch)
+    assert len(clean_table) == 12_001 and cut_table[0] == clean_table[0], clean_table[0]
+    assert cut_table == clean_table
+    rig.wait_worker(victim)
 
 
 def _budget_supported() -> bool:
@@ -259,7 +352,9 @@ def _budget_supported() -> bool:
     not _budget_supported(), reason="the shared budget (extra budget_redis_conn_id, branch `budget`) has not landed"
 )
 def test_shared_budget_across_three_hosts_gives_no_429(rig: Rig) -> None:
-    run_airflow(rig.env, "connections", "add", "exact_budget_redis", "--conn-uri", f"{rig.redis_url}/3")
+    host, port = rig.redis_url.removeprefix("redis://").split(":")
+    redis_conn = {"connection_id": "exact_budget_redis", "conn_type": "redis", "host": host, "port": int(port)}
+    rig.api_post("/connections", redis_conn | {"extra": json.dumps({"db": 3})})
     tokens, now = rig.fake.issue_tokens(), time.time()  # a new chain, its own connection (the last scenario)
     extra = {
         "division": rig.fake.current_division,
@@ -269,9 +364,9 @@ def test_shared_budget_across_three_hosts_gives_no_429(rig: Rig) -> None:
         "token_obtained_at": now,
         "budget_redis_conn_id": "exact_budget_redis",
     }
-    conn = {"conn_type": "exactonline", "host": rig.fake.base_url, "login": rig.fake.client_id}
-    conn |= {"password": rig.fake.client_secret, "extra": extra}
-    run_airflow(rig.env, "connections", "add", "exact_budget", "--conn-json", json.dumps(conn))
+    conn = {"connection_id": "exact_budget", "conn_type": "exactonline", "host": rig.fake.base_url}
+    conn |= {"login": rig.fake.client_id, "password": rig.fake.client_secret, "extra": json.dumps(extra)}
+    rig.api_post("/connections", conn)
     rig.fake.minutely_limit = 60
     before = rig.fake.responses_429
     out = _outdir(rig, "budget")

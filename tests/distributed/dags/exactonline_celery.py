@@ -5,6 +5,8 @@
 - ``exactonline_celery_probe``: one task per worker queue (``eo-w1..3``), each makes one API call and writes
   what happened (error type and message, seconds taken) before re-raising.
 - ``exactonline_celery_export``: a full export of crm/Accounts to ``conf["path"]``, retried once.
+- ``exactonline_celery_warmup``: one no-op task per worker queue, run once when the rig starts (it pays the
+  api-server's slow first Execution API call and each worker's first task start).
 """
 
 from __future__ import annotations
@@ -89,6 +91,18 @@ def exactonline_celery_export():
     )
 
 
+@dag(dag_id="exactonline_celery_warmup", schedule=None, start_date=START, catchup=False)
+def exactonline_celery_warmup():
+    for queue in WORKER_QUEUES:
+
+        @task(task_id=f"warm_{queue.replace('-', '_')}", queue=queue, retries=3, retry_delay=dt.timedelta(seconds=1))
+        def warm() -> str:
+            return socket.gethostname()
+
+        warm()
+
+
 exactonline_celery_hammer()
 exactonline_celery_probe()
 exactonline_celery_export()
+exactonline_celery_warmup()
