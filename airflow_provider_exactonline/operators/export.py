@@ -25,6 +25,7 @@ from typing import Any
 
 from airflow_provider_exactonline import __version__, odata
 from airflow_provider_exactonline.exceptions import ExactOnlineCatalogError, ExactOnlineConfigError
+from airflow_provider_exactonline.operators.rowpages import PageDecoder, RowPage, as_page, max_int
 from airflow_provider_exactonline.operators.watermark import Watermark, WatermarkStore, watermark_key
 from airflow_provider_exactonline.operators.writers import EXTENSIONS, PartWriter, clean_record, open_writer
 
@@ -155,7 +156,8 @@ class _PartSet:
     def _name(self, index: int) -> str:
         return f"{self.prefix}-{index:05d}.{EXTENSIONS[self.fmt]}"
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, records: RowPage | Sequence[Mapping[str, Any]]) -> None:
+        records = as_page(records)
         start = 0
         while start < len(records):
             if self._writer is None:
@@ -337,14 +339,10 @@ class DivisionExport:
         parts = _PartSet(self.tmp_dir, "part", self.fmt, fields, types, self.rows_per_part)
         max_ts = wm_from
         try:
-            for page in self.hook.iter_pages(api_path, select=fields, filter=query_filter, division=self.division):
-                cleaned = [clean_record(r, convert_dates=self.convert_dates, timezone=timezone) for r in page]
+            for page in self._pages(api_path, fields, query_filter, timezone):
                 if incremental or full_sync:
-                    for record in page:
-                        ts = record.get("Timestamp")
-                        if ts is not None and int(ts) > max_ts:
-                            max_ts = int(ts)
-                parts.write(cleaned)
+                    max_ts = max_int(page, "Timestamp", max_ts)
+                parts.write(page)
         finally:
             parts.close()
 
@@ -412,6 +410,21 @@ class DivisionExport:
             )
             self._info("Committed watermark %s = %s (deletes %s)", self.watermark_key, max_ts, del_to)
         return _summary_of(manifest, path=str(self.final_dir))
+
+    def _pages(
+        self, api_path: str, fields: list[str] | None, query_filter: str | None, timezone: str
+    ) -> Iterator[RowPage]:
+        """The entity's pages, cleaned (``__metadata`` and deferred links dropped), one at a time.
+
+        A real hook decodes them into compact rows (:mod:`~airflow_provider_exactonline.operators.rowpages`);
+        a hook without ``iter_decoded_pages`` gives dicts, cleaned here."""
+        options: dict[str, Any] = {"select": fields, "filter": query_filter, "division": self.division}
+        if hasattr(self.hook, "iter_decoded_pages"):
+            decoder = PageDecoder(convert_dates=self.convert_dates, timezone=timezone)
+            yield from self.hook.iter_decoded_pages(api_path, decoder, **options)
+            return
+        for page in self.hook.iter_pages(api_path, **options):
+            yield as_page([clean_record(r, convert_dates=self.convert_dates, timezone=timezone) for r in page])
 
     def finalize(self, manifest: dict[str, Any]) -> None:
         """Make the output visible under its final name: parts first, ``_manifest.json`` last."""
