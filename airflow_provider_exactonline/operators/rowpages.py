@@ -81,7 +81,7 @@ class Layout:
         self.attr_of = dict(zip(self.keys, attrs, strict=True))
         row = msgspec.defstruct(
             "ExportRow",
-            [(attr, _Scalar) for attr in attrs] + [(_META_ATTR, msgspec.Raw | None, None)],
+            [(attr, _Scalar) for attr in attrs] + [(_META_ATTR, msgspec.Raw, None)],
             rename={**dict(zip(attrs, self.keys, strict=True)), _META_ATTR: _METADATA},
             forbid_unknown_fields=True,
             omit_defaults=True,  # only ``__metadata`` has a default: it is never written
