@@ -20,14 +20,15 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_exactonline import __version__, odata
 from airflow_provider_exactonline.exceptions import ExactOnlineCatalogError, ExactOnlineConfigError
 from airflow_provider_exactonline.operators.rowpages import PageDecoder, RowPage, as_page, max_int
 from airflow_provider_exactonline.operators.watermark import Watermark, WatermarkStore, watermark_key
-from airflow_provider_exactonline.operators.writers import EXTENSIONS, PartWriter, clean_record, open_writer
+from airflow_provider_exactonline.operators.writers import PartSet as _PartSet
+from airflow_provider_exactonline.operators.writers import clean_record
 
 MANIFEST = "_manifest.json"
 TMP_DIR = "_tmp"
@@ -137,51 +138,6 @@ def field_types(spec: Any, variant: str) -> dict[str, str | None]:
     except Exception:
         return {}
     return dict(types or {})
-
-
-@dataclass
-class _PartSet:
-    """Rolling part files (``part-00000.jsonl``, ``part-00001.jsonl``...) under one directory."""
-
-    directory: Any
-    prefix: str
-    fmt: str
-    fields: list[str] | None
-    types: dict[str, str | None]
-    rows_per_part: int
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    _writer: PartWriter | None = None
-    rows: int = 0
-
-    def _name(self, index: int) -> str:
-        return f"{self.prefix}-{index:05d}.{EXTENSIONS[self.fmt]}"
-
-    def write(self, records: RowPage | Sequence[Mapping[str, Any]]) -> None:
-        records = as_page(records)
-        start = 0
-        while start < len(records):
-            if self._writer is None:
-                name = self._name(len(self.parts))
-                self._writer = open_writer(self.fmt, self.directory / name, self.fields, self.types)
-                self.parts.append({"file": name, "rows": 0})
-            room = self.rows_per_part - self._writer.rows
-            chunk = records[start : start + room]
-            self._writer.write_page(chunk)
-            start += len(chunk)
-            if self.fields is None and self._writer.fields:
-                self.fields = list(self._writer.fields)
-            if self._writer.rows >= self.rows_per_part:
-                self._close_current()
-        self.rows += len(records)
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.parts[-1]["rows"] = self._writer.rows
-            self._writer = None
-
-    def close(self) -> None:
-        self._close_current()
 
 
 @dataclass

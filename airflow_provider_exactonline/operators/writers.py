@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -20,7 +21,16 @@ from airflow_provider_exactonline import odata
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
 from airflow_provider_exactonline.operators.rowpages import RowPage, as_page, clean_record, json_default
 
-__all__ = ["FORMATS", "CsvWriter", "JsonLinesWriter", "ParquetWriter", "PartWriter", "clean_record", "open_writer"]
+__all__ = [
+    "FORMATS",
+    "CsvWriter",
+    "JsonLinesWriter",
+    "ParquetWriter",
+    "PartSet",
+    "PartWriter",
+    "clean_record",
+    "open_writer",
+]
 
 FORMATS = ("jsonl", "csv", "parquet")
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
@@ -266,3 +276,48 @@ def open_writer(
     if fmt == "parquet":
         return ParquetWriter(target, fields, types)
     raise ExactOnlineConfigError(f"format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
+
+
+@dataclass
+class PartSet:
+    """Rolling part files (``part-00000.jsonl``, ``part-00001.jsonl``...) under one directory."""
+
+    directory: Any
+    prefix: str
+    fmt: str
+    fields: list[str] | None
+    types: dict[str, str | None]
+    rows_per_part: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    _writer: PartWriter | None = None
+    rows: int = 0
+
+    def _name(self, index: int) -> str:
+        return f"{self.prefix}-{index:05d}.{EXTENSIONS[self.fmt]}"
+
+    def write(self, records: RowPage | Sequence[Mapping[str, Any]]) -> None:
+        records = as_page(records)
+        start = 0
+        while start < len(records):
+            if self._writer is None:
+                name = self._name(len(self.parts))
+                self._writer = open_writer(self.fmt, self.directory / name, self.fields, self.types)
+                self.parts.append({"file": name, "rows": 0})
+            room = self.rows_per_part - self._writer.rows
+            chunk = records[start : start + room]
+            self._writer.write_page(chunk)
+            start += len(chunk)
+            if self.fields is None and self._writer.fields:
+                self.fields = list(self._writer.fields)
+            if self._writer.rows >= self.rows_per_part:
+                self._close_current()
+        self.rows += len(records)
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self.parts[-1]["rows"] = self._writer.rows
+            self._writer = None
+
+    def close(self) -> None:
+        self._close_current()
