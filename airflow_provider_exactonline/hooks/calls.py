@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import requests
 import tenacity
+import urllib3
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
@@ -293,7 +294,9 @@ class ApiCalls(BaseHook):
                     headers={**headers, "Authorization": f"Bearer {token}"},
                     timeout=(min(10.0, self.timeout), self.timeout),
                     allow_redirects=False,
+                    stream=True,  # the body is read below in one go
                 )
+                read_body(response)
             except requests.RequestException as err:
                 raise transport_error(method, full_url, err) from err
             self._api_calls += 1
@@ -355,6 +358,33 @@ class ApiCalls(BaseHook):
         """GET and return JSON ``d``: a collection's dict (``results``, ``__next``), an object, or a list."""
         response = self.request("GET", path_or_url, params=params, division=division, purpose=purpose)
         return d_of(response, "GET", response.url)
+
+
+def read_body(response: requests.Response) -> bytes:
+    """Read the whole body in one call and keep it as ``response.content``.
+
+    requests reads a body in 10 KiB chunks through several layers of Python per chunk (about 340
+    rounds for a 3.4 MB page of 1,000 Accounts); one ``read()`` lets http.client fetch it at once.
+    Failures become the requests exceptions ``.content`` would raise, so retries work as before.
+    """
+    try:
+        body = response.raw.read(decode_content=True) if response.raw is not None else b""
+    except urllib3.exceptions.ProtocolError as err:
+        response.close()
+        raise requests.exceptions.ChunkedEncodingError(err) from err
+    except urllib3.exceptions.DecodeError as err:
+        response.close()
+        raise requests.exceptions.ContentDecodingError(err) from err
+    except urllib3.exceptions.ReadTimeoutError as err:
+        response.close()
+        raise requests.exceptions.ConnectionError(err) from err
+    except urllib3.exceptions.SSLError as err:
+        response.close()
+        raise requests.exceptions.SSLError(err) from err
+    # What requests' own ``.content`` stores (it has no public setter).
+    response._content = body or b""
+    response._content_consumed = True  # type: ignore[attr-defined]
+    return response._content
 
 
 def check_raw_collection_filter(url: str, query: str | None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
+
+import requests
 
 from airflow_provider_exactonline import odata
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineResponseError
@@ -20,6 +22,22 @@ def _select_list(select: str | Iterable[str] | None) -> list[str] | None:
     items = select.split(",") if isinstance(select, str) else list(select)
     fields = [str(item).strip() for item in items if str(item).strip()]
     return fields or None
+
+
+PageT = TypeVar("PageT", bound=Sized)
+#: ``decode(response, path) -> (rows, next link or None)`` (see :meth:`Reads.iter_decoded_pages`).
+PageDecode = Callable[[requests.Response, str], tuple[PageT, "str | None"]]
+
+
+def collection_of(d: Any, path: str) -> tuple[list[dict[str, Any]], str | None]:
+    """A collection's ``d`` -> (its records, the ``__next`` link or None); anything else raises."""
+    if isinstance(d, list):
+        return d, None
+    if isinstance(d, dict) and isinstance(d.get("results"), list):
+        return d["results"], d.get("__next") or None
+    raise ExactOnlineResponseError(
+        f"Exact Online answered GET {path} with 'd' that is not a collection: {snippet(str(d))!r}"
+    )
 
 
 class QueryOptions(TypedDict, total=False):
@@ -142,26 +160,36 @@ class Reads(ApiCalls):
             target.spec.check_mandatory_filter(params.get("$filter"), target.variant)
         return params
 
-    def _pages(self, url: str, params: dict[str, Any], path: str, top: int | None) -> Iterator[list[dict[str, Any]]]:
+    def iter_decoded_pages(
+        self, entity: str, decode: PageDecode[PageT], **options: Unpack[PageOptions]
+    ) -> Iterator[PageT]:
+        """:meth:`iter_pages` with the caller's own page decoding: ``decode(response, path)`` returns the
+        page's rows (anything that has ``len`` and slices, such as a list) and the ``__next`` link. The
+        export uses it to turn a body straight into compact rows (``operators/rowpages.py``)."""
+        query: dict[str, Any] = dict(options)
+        target = self._resolve(entity, query.pop("division", None))
+        params = self._collection_query(target, **query)
+        url = self._entity_url(target.spec, target.variant, target.path, target.division)
+        return self._pages(url, params, target.path, query.get("top"), decode)
+
+    def _pages(
+        self, url: str, params: dict[str, Any], path: str, top: int | None, decode: PageDecode[Any] | None = None
+    ) -> Iterator[Any]:
         next_url: str | None = url
         next_params: dict[str, Any] | None = params
         remaining = top
         while next_url:
-            d = self.get(next_url, params=next_params)
-            next_params = None
-            if isinstance(d, list):
-                results, next_url = d, None
-            elif isinstance(d, dict) and isinstance(d.get("results"), list):
-                results, next_url = d["results"], d.get("__next") or None
+            if decode is None:
+                results, next_url = collection_of(self.get(next_url, params=next_params), path)
             else:
-                raise ExactOnlineResponseError(
-                    f"Exact Online answered GET {path} with 'd' that is not a collection: {snippet(str(d))!r}"
-                )
-            del d
+                response = self.request("GET", next_url, params=next_params, purpose="read")
+                results, next_url = decode(response, path)
+                del response
+            next_params = None
             if remaining is not None:
                 results = results[:remaining]
                 remaining -= len(results)
-            if results:
+            if len(results):
                 yield results
             if remaining is not None and remaining <= 0:
                 return

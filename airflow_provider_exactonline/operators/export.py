@@ -20,13 +20,15 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_exactonline import __version__, odata
 from airflow_provider_exactonline.exceptions import ExactOnlineCatalogError, ExactOnlineConfigError
+from airflow_provider_exactonline.operators.rowpages import PageDecoder, RowPage, as_page, max_int
 from airflow_provider_exactonline.operators.watermark import Watermark, WatermarkStore, watermark_key
-from airflow_provider_exactonline.operators.writers import EXTENSIONS, PartWriter, clean_record, open_writer
+from airflow_provider_exactonline.operators.writers import PartSet as _PartSet
+from airflow_provider_exactonline.operators.writers import clean_record
 
 MANIFEST = "_manifest.json"
 TMP_DIR = "_tmp"
@@ -136,50 +138,6 @@ def field_types(spec: Any, variant: str) -> dict[str, str | None]:
     except Exception:
         return {}
     return dict(types or {})
-
-
-@dataclass
-class _PartSet:
-    """Rolling part files (``part-00000.jsonl``, ``part-00001.jsonl``...) under one directory."""
-
-    directory: Any
-    prefix: str
-    fmt: str
-    fields: list[str] | None
-    types: dict[str, str | None]
-    rows_per_part: int
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    _writer: PartWriter | None = None
-    rows: int = 0
-
-    def _name(self, index: int) -> str:
-        return f"{self.prefix}-{index:05d}.{EXTENSIONS[self.fmt]}"
-
-    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        start = 0
-        while start < len(records):
-            if self._writer is None:
-                name = self._name(len(self.parts))
-                self._writer = open_writer(self.fmt, self.directory / name, self.fields, self.types)
-                self.parts.append({"file": name, "rows": 0})
-            room = self.rows_per_part - self._writer.rows
-            chunk = records[start : start + room]
-            self._writer.write_page(chunk)
-            start += len(chunk)
-            if self.fields is None and self._writer.fields:
-                self.fields = list(self._writer.fields)
-            if self._writer.rows >= self.rows_per_part:
-                self._close_current()
-        self.rows += len(records)
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self.parts[-1]["rows"] = self._writer.rows
-            self._writer = None
-
-    def close(self) -> None:
-        self._close_current()
 
 
 @dataclass
@@ -337,14 +295,10 @@ class DivisionExport:
         parts = _PartSet(self.tmp_dir, "part", self.fmt, fields, types, self.rows_per_part)
         max_ts = wm_from
         try:
-            for page in self.hook.iter_pages(api_path, select=fields, filter=query_filter, division=self.division):
-                cleaned = [clean_record(r, convert_dates=self.convert_dates, timezone=timezone) for r in page]
+            for page in self._pages(api_path, fields, query_filter, timezone):
                 if incremental or full_sync:
-                    for record in page:
-                        ts = record.get("Timestamp")
-                        if ts is not None and int(ts) > max_ts:
-                            max_ts = int(ts)
-                parts.write(cleaned)
+                    max_ts = max_int(page, "Timestamp", max_ts)
+                parts.write(page)
         finally:
             parts.close()
 
@@ -412,6 +366,21 @@ class DivisionExport:
             )
             self._info("Committed watermark %s = %s (deletes %s)", self.watermark_key, max_ts, del_to)
         return _summary_of(manifest, path=str(self.final_dir))
+
+    def _pages(
+        self, api_path: str, fields: list[str] | None, query_filter: str | None, timezone: str
+    ) -> Iterator[RowPage]:
+        """The entity's pages, cleaned (``__metadata`` and deferred links dropped), one at a time.
+
+        A real hook decodes them into compact rows (:mod:`~airflow_provider_exactonline.operators.rowpages`);
+        a hook without ``iter_decoded_pages`` gives dicts, cleaned here."""
+        options: dict[str, Any] = {"select": fields, "filter": query_filter, "division": self.division}
+        if hasattr(self.hook, "iter_decoded_pages"):
+            decoder = PageDecoder(convert_dates=self.convert_dates, timezone=timezone)
+            yield from self.hook.iter_decoded_pages(api_path, decoder, **options)
+            return
+        for page in self.hook.iter_pages(api_path, **options):
+            yield as_page([clean_record(r, convert_dates=self.convert_dates, timezone=timezone) for r in page])
 
     def finalize(self, manifest: dict[str, Any]) -> None:
         """Make the output visible under its final name: parts first, ``_manifest.json`` last."""

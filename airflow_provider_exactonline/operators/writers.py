@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from airflow_provider_exactonline import odata
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+from airflow_provider_exactonline.operators.rowpages import RowPage, as_page, clean_record, json_default
+
+__all__ = [
+    "FORMATS",
+    "CsvWriter",
+    "JsonLinesWriter",
+    "ParquetWriter",
+    "PartSet",
+    "PartWriter",
+    "clean_record",
+    "open_writer",
+]
 
 FORMATS = ("jsonl", "csv", "parquet")
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
@@ -53,33 +66,13 @@ def require_pyarrow() -> Any:
     return pyarrow
 
 
-def clean_record(record: Mapping[str, Any], *, convert_dates: bool, timezone: str) -> dict[str, Any]:
-    """Drop OData plumbing; optionally turn ``/Date(ms)/`` into aware datetimes."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if key == "__metadata":
-            continue
-        if isinstance(value, dict) and "__deferred" in value:
-            continue
-        if convert_dates and odata.is_date(value):
-            value = odata.parse_date(value, timezone)
-        out[key] = value
-    return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    return str(value)
-
-
-#: Datetimes go through ``_json_default`` (``isoformat()``), so output matches ``json.dumps`` in meaning.
+#: Datetimes go through ``json_default`` (``isoformat()``), so output matches ``json.dumps`` in meaning.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def dump_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON (orjson)."""
-    return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS)
+    return orjson.dumps(value, default=json_default, option=_ORJSON_OPTIONS)
 
 
 def dumps(value: Any) -> str:
@@ -101,31 +94,30 @@ class PartWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write_page(self, records: Sequence[Mapping[str, Any]]) -> None:
-        if not records:
+    def write_page(self, records: RowPage | Sequence[Mapping[str, Any]]) -> None:
+        """Write one page: records (mappings), or a :mod:`~airflow_provider_exactonline.operators.rowpages` page."""
+        page = as_page(records)
+        if not len(page):
             return
         if self._file is None:
             self._file = self.target.open("wb")
-            self._start(records)
-        self._write(records)
-        self.rows += len(records)
+            self._start(page)
+        self._write(page)
+        self.rows += len(page)
 
     def close(self) -> None:
         if self._file is None:
             # An empty part still exists so a reader sees every part the manifest lists.
             self._file = self.target.open("wb")
-            self._start([])
+            self._start(as_page([]))
         self._finish()
         self._file.close()
 
-    def _start(self, first_page: Sequence[Mapping[str, Any]]) -> None:
+    def _start(self, first_page: RowPage) -> None:
         if self.fields is None:
-            seen: dict[str, None] = {}
-            for record in first_page:
-                seen.update(dict.fromkeys(record))
-            self.fields = list(seen)
+            self.fields = first_page.keys()
 
-    def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def _write(self, page: RowPage) -> None:
         raise NotImplementedError
 
     def _finish(self) -> None:
@@ -133,8 +125,8 @@ class PartWriter:
 
 
 class JsonLinesWriter(PartWriter):
-    def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        self._file.write(b"".join(dump_bytes(dict(r)) + b"\n" for r in records))
+    def _write(self, page: RowPage) -> None:
+        self._file.write(page.jsonl())  # one write per page
 
 
 _CSV_SPECIAL = (",", '"', "\n", "\r")
@@ -143,7 +135,7 @@ _CSV_SPECIAL = (",", '"', "\n", "\r")
 class CsvWriter(PartWriter):
     """CSV with a header row; the columns are the export's fields (extra keys are kept at the end)."""
 
-    def _start(self, first_page: Sequence[Mapping[str, Any]]) -> None:
+    def _start(self, first_page: RowPage) -> None:
         super()._start(first_page)
         self._columns = list(self.fields or [])
         self._emit([[self._cell(c) for c in self._columns]])
@@ -168,8 +160,13 @@ class CsvWriter(PartWriter):
             return '"' + text.replace('"', '""') + '"'
         return text
 
-    def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        self._emit([[self._cell(r.get(c)) for c in self._columns] for r in records])
+    def _write(self, page: RowPage) -> None:
+        if not self._columns:
+            self._emit([[]] * len(page))
+            return
+        cell = self._cell
+        columns = [page.column(c) for c in self._columns]
+        self._emit([[cell(v) for v in row] for row in zip(*columns, strict=True)])
 
 
 class ParquetWriter(PartWriter):
@@ -207,13 +204,13 @@ class ParquetWriter(PartWriter):
             return pa.float64()
         return pa.string()
 
-    def _start(self, first_page: Sequence[Mapping[str, Any]]) -> None:
+    def _start(self, first_page: RowPage) -> None:
         super()._start(first_page)
         pa = self._pa
         import pyarrow.parquet as pq
 
         self._schema = pa.schema(
-            [(name, self._arrow_type(name, (r.get(name) for r in first_page))) for name in self.fields or []]
+            [(name, self._arrow_type(name, first_page.column(name))) for name in self.fields or []]
         )
         self._writer = pq.ParquetWriter(self._file, self._schema)
 
@@ -237,10 +234,32 @@ class ParquetWriter(PartWriter):
             return odata.parse_date(value) if odata.is_date(value) else dt.datetime.fromisoformat(value)
         return value
 
-    def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def _array(self, values: list[Any], arrow_type: Any) -> Any:
+        """One column as an Arrow array. Arrow converts the whole column in one call where it infers
+        exactly the column's type from the values (so no value needs :meth:`_coerce`); anything else
+        (mixed types, dates, objects in a string column) is coerced value by value."""
         pa = self._pa
-        columns = {field.name: [self._coerce(r.get(field.name), field.type) for r in records] for field in self._schema}
-        self._writer.write_table(pa.Table.from_pydict(columns, schema=self._schema))
+        if not pa.types.is_timestamp(arrow_type):
+            try:
+                inferred = pa.array(values)
+            except (pa.ArrowException, OverflowError, TypeError, ValueError):
+                inferred = None
+            if inferred is not None:
+                if inferred.type == arrow_type:
+                    return inferred
+                if pa.types.is_null(inferred.type):
+                    return pa.nulls(len(values), arrow_type)
+                if inferred.type == pa.int64() and arrow_type == pa.float64():
+                    try:
+                        return inferred.cast(arrow_type, safe=True)  # exact (below 2**53), as float() is
+                    except pa.ArrowInvalid:
+                        pass
+        return pa.array([self._coerce(v, arrow_type) for v in values], type=arrow_type)
+
+    def _write(self, page: RowPage) -> None:
+        pa = self._pa
+        arrays = [self._array(page.column(field.name), field.type) for field in self._schema]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
 
     def _finish(self) -> None:
         if self._writer is not None:
@@ -257,3 +276,48 @@ def open_writer(
     if fmt == "parquet":
         return ParquetWriter(target, fields, types)
     raise ExactOnlineConfigError(f"format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
+
+
+@dataclass
+class PartSet:
+    """Rolling part files (``part-00000.jsonl``, ``part-00001.jsonl``...) under one directory."""
+
+    directory: Any
+    prefix: str
+    fmt: str
+    fields: list[str] | None
+    types: dict[str, str | None]
+    rows_per_part: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    _writer: PartWriter | None = None
+    rows: int = 0
+
+    def _name(self, index: int) -> str:
+        return f"{self.prefix}-{index:05d}.{EXTENSIONS[self.fmt]}"
+
+    def write(self, records: RowPage | Sequence[Mapping[str, Any]]) -> None:
+        records = as_page(records)
+        start = 0
+        while start < len(records):
+            if self._writer is None:
+                name = self._name(len(self.parts))
+                self._writer = open_writer(self.fmt, self.directory / name, self.fields, self.types)
+                self.parts.append({"file": name, "rows": 0})
+            room = self.rows_per_part - self._writer.rows
+            chunk = records[start : start + room]
+            self._writer.write_page(chunk)
+            start += len(chunk)
+            if self.fields is None and self._writer.fields:
+                self.fields = list(self._writer.fields)
+            if self._writer.rows >= self.rows_per_part:
+                self._close_current()
+        self.rows += len(records)
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self.parts[-1]["rows"] = self._writer.rows
+            self._writer = None
+
+    def close(self) -> None:
+        self._close_current()

@@ -132,3 +132,117 @@ def test_proxy_settings_are_read_once_per_session_and_honour_no_proxy(monkeypatc
         monkeypatch.setenv("NO_PROXY", "")  # changed later: the session keeps what it resolved
         assert len(hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$select": "ID"})["results"]) == 1
         assert fake.count_requests("crm/Accounts") == 2
+
+
+class _RawServer:
+    """A loopback HTTP/1.1 server that answers each request with the next of ``answers`` (raw bytes;
+    a ``None`` answer, or running out, closes the connection) and counts connections and requests."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        import socket
+        import threading
+
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as stream:
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = stream.readline()
+                        if not line:
+                            break
+                        head += line
+                    if not head.endswith(b"\r\n\r\n"):
+                        break
+                    length = next(
+                        (
+                            int(h.split(b":")[1])
+                            for h in head.split(b"\r\n")
+                            if h.lower().startswith(b"content-length:")
+                        ),
+                        0,
+                    )
+                    stream.read(length)
+                    self.requests += 1
+                    answer = self.answers.pop(0) if self.answers else None
+                    if answer is None:
+                        break
+                    conn.sendall(answer)
+                    if b"Content-Length: 1000\r\n" in answer:  # a truncated body: hang up mid-body
+                        break
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+TRUNCATED = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"d": {"results": ['
+PAGE = b'{"d": {"results": [{"ID": 1, "Name": "D\\u00fcsseldorf"}]}}'
+
+
+def _raw_hook(server: _RawServer, **kwargs: Any) -> ExactOnlineHook:
+    from hook_support import StandInTokenManager, set_connection
+
+    set_connection("eo_raw", host=server.url, extra={"division": FAKE_DIVISION})
+    hook = ExactOnlineHook("eo_raw", clock=ScaledClock(scale=1000), timeout=10, **kwargs)
+    hook.__dict__["token_manager"] = StandInTokenManager(["tok-raw-aaaaaaaa"])
+    return hook
+
+
+def test_the_body_is_read_in_one_go_and_the_connection_is_kept_alive():
+    server = _RawServer([_ok(PAGE), _ok(PAGE)])
+    try:
+        hook = _raw_hook(server)
+        for _ in range(2):
+            assert hook.get("/api/v1/1001/raw/Things") == {"results": [{"ID": 1, "Name": "Düsseldorf"}]}
+        assert server.requests == 2 and server.connections == 1  # the connection went back to the pool
+    finally:
+        server.close()
+
+
+def test_a_body_cut_off_mid_read_is_retried_for_a_get_and_never_resent_for_a_post():
+    from airflow_provider_exactonline.exceptions import ExactOnlineOutcomeUnknown, ExactOnlineServerError
+
+    server = _RawServer([TRUNCATED, _ok(PAGE)])
+    try:
+        hook = _raw_hook(server, max_retries=2, backoff_initial=0.001, backoff_max=0.001)
+        assert hook.get("/api/v1/1001/raw/Things") == {"results": [{"ID": 1, "Name": "Düsseldorf"}]}
+        assert server.requests == 2
+    finally:
+        server.close()
+    server = _RawServer([TRUNCATED] * 3)
+    try:
+        hook = _raw_hook(server, max_retries=2, backoff_initial=0.001, backoff_max=0.001)
+        with pytest.raises(ExactOnlineServerError, match="Could not reach Exact Online for GET"):
+            hook.get("/api/v1/1001/raw/Things")
+        assert server.requests == 3
+    finally:
+        server.close()
+    server = _RawServer([TRUNCATED, _ok(PAGE)])
+    try:
+        hook = _raw_hook(server, max_retries=2, backoff_initial=0.001, backoff_max=0.001)
+        with pytest.raises(ExactOnlineOutcomeUnknown, match="not re-sent"):
+            hook.request("POST", "/api/v1/1001/raw/Things", json={"Name": "x"})
+        assert server.requests == 1
+    finally:
+        server.close()
