@@ -11,7 +11,8 @@ import pytest
 from airflow_db import ctx
 
 from airflow_provider_exactonline.catalog import resolve_entity
-from airflow_provider_exactonline.mirror.loader import MirrorLoader, _sql_value
+from airflow_provider_exactonline.mirror.bulk import sql_value
+from airflow_provider_exactonline.mirror.loader import MirrorLoader
 from airflow_provider_exactonline.mirror.schema import table_for
 from airflow_provider_exactonline.operators.exactonline import ExactOnlineToObjectStorageOperator
 from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore
@@ -66,7 +67,7 @@ def fake_rows(fake: Any, loader: MirrorLoader, columns: list[str]) -> dict[str, 
     out = {}
     for record in fake.records("crm/Accounts", DIVISION):
         out[str(record["ID"]).lower()] = {
-            c: _norm(_sql_value(record.get(c), by_name.get(c))) for c in columns if c in record
+            c: _norm(sql_value(record.get(c), by_name.get(c))) for c in columns if c in record
         }
     return out
 
