@@ -49,8 +49,8 @@ class RunReader:
     def deleted_parts(self, entity_type: int | None) -> list[Mapping[str, Any]]:
         """The deletion parts that concern ``entity_type`` (all of them in a per-entity run)."""
         by_type = self.manifest.get("by_entity_type")
-        if by_type is not None and entity_type is not None:
-            return list(by_type.get(str(entity_type)) or [])
+        if by_type is not None:  # a shared sync/Deleted run: only this entity's parts, none without a code
+            return list(by_type.get(str(entity_type)) or []) if entity_type is not None else []
         return list(self.manifest.get("deleted_parts") or [])
 
     def fields(self) -> list[str]:
