@@ -48,7 +48,12 @@ def sql_value(value: Any, column: Column | None) -> Any:
         return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat() if parsed else None
     if isinstance(value, (dict, list)):
         return json.dumps(value)
+    if isinstance(value, bool) and edm in _INTEGERS:
+        return int(value)  # an Edm.Int field Exact (or the fake) serves as a boolean
     return value
+
+
+_INTEGERS = frozenset({"Edm.Int16", "Edm.Int32", "Edm.Int64", "Edm.Byte", "Edm.SByte"})
 
 
 def _executemany(cur: Any, statement: str, batch: list[tuple[Any, ...]]) -> None:
@@ -221,14 +226,12 @@ class CopyLoad(MergeLoad):
         return total
 
     def _stage_types(self, columns: list[str]) -> str:
-        """The row type ``jsonb_populate_record`` fills: dates as text (``/Date(ms)/``), integers as numeric."""
+        """The row type ``jsonb_populate_record`` fills: dates (``/Date(ms)/``) and integers as text."""
         q, defs = self.dialect.quote, []
         for name in columns:
             column = self.column(name)
-            if column.edm_type == "Edm.DateTime":
+            if column.edm_type == "Edm.DateTime" or self.dialect.integer(column):
                 kind = "TEXT"
-            elif self.dialect.integer(column):
-                kind = "NUMERIC"  # a Parquet float such as 20000176.0 still becomes 20000176
             else:
                 kind = self.dialect.column_type(column)
             defs.append(f"{q(name)} {kind}")
@@ -240,8 +243,9 @@ class CopyLoad(MergeLoad):
         if column.edm_type == "Edm.DateTime":
             epoch = rf"TIMESTAMP '1970-01-01' + substring({value} from '^/Date\((-?[0-9]+)')::bigint * INTERVAL '1 ms'"
             return f"CASE WHEN {value} LIKE '/Date(%' THEN {epoch} ELSE ({value}::timestamptz AT TIME ZONE 'UTC') END"
-        if self.dialect.integer(column):
-            return f"{value}::{self.dialect.column_type(column)}"
+        if self.dialect.integer(column):  # 20000176.0 (Parquet) -> 20000176; a JSON boolean -> 1 / 0
+            number = f"CASE {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 ELSE {value}::numeric END"
+            return f"({number})::{self.dialect.column_type(column)}"
         return value
 
     def insert_statement(self, columns: list[str], division: int) -> str:

@@ -23,10 +23,12 @@ class Dialect:
     load_path = "upsert"
     types = {
         "Edm.Guid": "VARCHAR(36)",
-        "Edm.Int16": "SMALLINT",
-        "Edm.Int32": "INTEGER",
+        # Every integer as BIGINT: a value wider than its Edm type (the fake serves some) must not fail a run.
+        "Edm.Int16": "BIGINT",
+        "Edm.Int32": "BIGINT",
         "Edm.Int64": "BIGINT",
-        "Edm.Byte": "SMALLINT",
+        "Edm.Byte": "BIGINT",
+        "Edm.SByte": "BIGINT",
         "Edm.Double": "DOUBLE PRECISION",
         "Edm.Decimal": "NUMERIC(38, 10)",
         "Edm.Boolean": "BOOLEAN",
