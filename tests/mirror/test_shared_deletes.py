@@ -124,3 +124,23 @@ def test_two_mirrors_on_one_root_both_keep_every_row(fake, conn, tmp_path, pg_ta
     first.run("scheduled__2024-01-01T13-00-00")
     first.assert_equal(fake)
     second.assert_equal(fake)
+
+
+def test_deletions_run_keeps_only_mirrored_types_and_a_retry_of_a_committed_run_reads_nothing(fake, conn, tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_exactonline.mirror.deletions import deletions_dir
+
+    store = MemoryWatermarkStore()
+    root = f"file://{tmp_path / 'exports'}"
+    fake.delete_record("crm/Accounts", 1001, next(iter(fake.records("crm/Accounts", 1001)))["ID"])
+    fake.delete_record("crm/Contacts", 1001, next(iter(fake.records("crm/Contacts", 1001)))["ID"])
+    hook = ExactOnlineHook(conn["exactonline_conn_id"], **conn["hook_params"])
+    common = {"exactonline_conn_id": conn["exactonline_conn_id"], "path": root, "division": 1001}
+    common.update(entities=["crm/Accounts"], watermark_id="m.deletions", watermark_store=store, hook=hook)
+    first = mirror_deletions(**common, run_id="r1")
+    assert first["by_entity_type"] == {"2": 1} and first["api_calls"] == 1  # the Contacts deletion is not kept
+    again = mirror_deletions(**common, run_id="r1")  # a retry after the commit
+    assert again["skipped"] is True and again["api_calls"] == 0
+    runs = MirrorLoader.finalized_runs(deletions_dir(ObjectStoragePath(root), 1001), "m.deletions")
+    assert len(runs) == 1 and runs[0][0]["entity_types"] == [2]
