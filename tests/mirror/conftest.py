@@ -20,7 +20,7 @@ from airflow_db import conn, fake  # noqa: F401
 
 @dataclass
 class TargetDb:
-    kind: str  # sqlite | postgres | merge
+    kind: str  # sqlite | postgres (typed COPY) | jsonb (COPY of JSON documents, psycopg2's path) | merge
     hook: Any
     dialect: Any
     conn_id: str = "mirror_db"
@@ -44,10 +44,14 @@ def _target(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     with fresh_pg_database() as url:
         monkeypatch.setenv("AIRFLOW_CONN_MIRROR_DB", f"postgres://postgres@127.0.0.1:5432/{url.rsplit('/', 1)[1]}")
         hook = PostgresHook(postgres_conn_id="mirror_db")
+        if kind == "jsonb":
+            from airflow_provider_exactonline.mirror import bulk
+
+            monkeypatch.setitem(bulk.LOADS, "copy", bulk.CopyLoad)
         yield TargetDb(kind, hook, MergeDialect() if kind == "merge" else dialect_for(hook))
 
 
-@pytest.fixture(params=["sqlite", "postgres", "merge"])
+@pytest.fixture(params=["sqlite", "postgres", "jsonb", "merge"])
 def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TargetDb]:
     yield from _target(request.param, tmp_path, monkeypatch)
 
