@@ -45,8 +45,8 @@ ENTITIES = {
 }
 
 
-def say(message: str = "") -> None:
-    print(message, flush=True)
+def say(message: str = "", end: str = "\n") -> None:
+    print(message, end=end, flush=True)
 
 
 def free_port() -> int:
@@ -195,9 +195,11 @@ def run_mirror_dag(when: dt.datetime) -> Any:
 
 
 def api_calls(base_url: str) -> dict[str, int]:
-    """The fake's request count since the last reset per ``entity@division`` (by path), plus ``other``."""
+    """The fake's request count since the last reset per ``entity@division`` (by path), ``sync/Deleted``
+    (one read per division for all entities) and ``other`` (the division list)."""
     per_endpoint: dict[str, int] = fake_admin(base_url, "stats")["requests_per_endpoint"]
     out = {f"{entity}@{division}": 0 for entity in ENTITIES for division in DIVISIONS}
+    out["sync/Deleted"] = 0
     out["other"] = 0
     for endpoint, count in per_endpoint.items():
         path = endpoint.split(" ", 1)[-1].lower()
@@ -208,7 +210,7 @@ def api_calls(base_url: str) -> dict[str, int]:
                 for d in DIVISIONS
                 if f"/{d}/" in path and path.endswith("/" + e.split("/")[1].lower())
             ),
-            "other",
+            "sync/Deleted" if path.endswith("/sync/deleted") else "other",
         )
         out[key] += count
     fake_admin(base_url, "reset_counters", {})
@@ -262,7 +264,9 @@ def report(comparison: list[dict[str, Any]], calls: list[dict[str, int]]) -> int
         verdict = "equal" if row["equal"] else "DIFFERENT"
         spent = " / ".join(str(c[f"{entity}@{row['division']}"]) for c in calls)
         say(f"    {row['table']:28} {row['division']:>8} {row['db']:>10} {row['fake']:>8}  {verdict:9} {spent}")
-    say(f"    (other calls: the division list and sync/Deleted: {' / '.join(str(c['other']) for c in calls)})")
+    deleted = " / ".join(str(c.get("sync/Deleted", 0)) for c in calls)
+    say(f"    (sync/Deleted, one read per division for every entity: {deleted}; ", end="")
+    say(f"other calls, the division list: {' / '.join(str(c['other']) for c in calls)})")
     return 0 if all(r["equal"] for r in comparison) else 1
 
 

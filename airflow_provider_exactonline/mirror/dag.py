@@ -1,8 +1,9 @@
 """``mirror_dag()``: a DAG that mirrors Exact Online entities of every division of ONE connection into SQL tables.
 
-One mapped task per (division, entity): an incremental export through ``sync/`` (the first run is a full
-load from Timestamp 0; deletions from ``sync/Deleted``), then the load of every not yet applied run into
-the entity's table (see ``loader.py``). Each table gets an Asset ``exactonline-mirror://{db_conn_id}/{table}``
+Per division one ``deletions`` task reads ``sync/Deleted`` once for every mirrored entity (``deletions.py``);
+then one mapped task per (division, entity): an incremental export through ``sync/`` (the first run is a
+full load from Timestamp 0), then the load of every not yet applied run, and of the division's deletion
+runs, into the entity's table (see ``loader.py``). Each table gets an Asset ``exactonline-mirror://{db_conn_id}/{table}``
 through an AssetAlias, so downstream DAGs can be scheduled on it.
 """
 
@@ -16,10 +17,12 @@ ASSET_SCHEME = "exactonline-mirror"
 
 
 def sync_entity_names() -> list[str]:
-    """Every catalog entity with a ``sync/`` endpoint (``"all"`` in :func:`mirror_dag`)."""
+    """Every catalog entity with a ``sync/`` endpoint (``"all"`` in :func:`mirror_dag`), but ``sync/Deleted``."""
     from airflow_provider_exactonline import catalog
+    from airflow_provider_exactonline.mirror.deletions import DELETED_ENTITY
 
-    return sorted(s.qualified_name for s in catalog.all_entities() if s.has_variant("sync"))
+    names = (s.qualified_name for s in catalog.all_entities() if s.has_variant("sync"))
+    return sorted(n for n in names if n != DELETED_ENTITY)
 
 
 def mirror_asset_uri(db_conn_id: str, table: str) -> str:
@@ -39,12 +42,19 @@ def mirror_one(
     table_prefix: str = "",
     watermark_store: Any = None,
     log: Any = None,
+    deletions_watermark_id: str | None = None,
+    hook: Any = None,
 ) -> dict[str, Any]:
-    """Export one entity of one division incrementally, then apply its pending runs to the table."""
+    """Export one entity of one division incrementally, then apply its pending runs to the table.
+
+    ``deletions_watermark_id``: the division's deletions come from the shared ``sync/Deleted`` runs of
+    that export (:func:`mirror_deletions`), not from a read of this entity's own; None: its own read.
+    """
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
     from airflow_provider_exactonline.catalog import resolve_entity
     from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+    from airflow_provider_exactonline.mirror.deletions import deletions_dir
     from airflow_provider_exactonline.mirror.loader import MirrorLoader
     from airflow_provider_exactonline.mirror.schema import table_for
     from airflow_provider_exactonline.operators.base import to_storage_path
@@ -52,12 +62,68 @@ def mirror_one(
     from airflow_provider_exactonline.operators.watermark import VariableWatermarkStore
 
     spec = resolve_entity(entity)
-    hook = ExactOnlineHook(exactonline_conn_id)
+    hook = hook or ExactOnlineHook(exactonline_conn_id)
+    calls_before = hook.api_calls
+    base = to_storage_path(path)
+    shared = deletions_watermark_id is not None
     job = DivisionExport(
         hook=hook,
         conn_id=exactonline_conn_id,
         spec=spec,
         entity=entity,
+        mode="incremental",
+        division=int(division),
+        base=base,
+        run_name=safe_run_name(run_id),
+        run_id=run_id,
+        try_number=try_number,
+        include_deletes=not shared,
+        watermark_store=watermark_store or VariableWatermarkStore(),
+        watermark_id=watermark_id,
+        log=log,
+    )
+    exported = job.run()
+    db_hook = DbApiHook.get_hook(db_conn_id)
+    loader = MirrorLoader(db_hook, table_for(spec, table_prefix), log=log).for_entity_type(spec.deleted_entity_type)
+    loaded = loader.apply_pending(
+        job.final_dir.parent,
+        int(division),
+        export_id=watermark_id,
+        deletions_dir=deletions_dir(base, int(division)) if shared else None,
+        deletions_id=deletions_watermark_id,
+    )
+    calls = hook.api_calls - calls_before
+    return {**loaded, "entity": entity, "exported_rows": exported.get("rows"), "api_calls": calls}
+
+
+def mirror_deletions(
+    *,
+    exactonline_conn_id: str,
+    division: int,
+    entities: Sequence[str],
+    path: str,
+    run_id: str,
+    try_number: int = 1,
+    watermark_id: str,
+    watermark_store: Any = None,
+    log: Any = None,
+    hook: Any = None,
+) -> dict[str, Any]:
+    """Read ``sync/Deleted`` of one division once, split by the EntityTypes of ``entities``."""
+    from airflow_provider_exactonline.catalog import resolve_entity
+    from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook
+    from airflow_provider_exactonline.mirror.deletions import DELETED_ENTITY, DeletionsExport, entity_types
+    from airflow_provider_exactonline.operators.base import to_storage_path
+    from airflow_provider_exactonline.operators.export import safe_run_name
+    from airflow_provider_exactonline.operators.watermark import VariableWatermarkStore
+
+    hook = hook or ExactOnlineHook(exactonline_conn_id)
+    calls_before = hook.api_calls
+    job = DeletionsExport(
+        hook=hook,
+        conn_id=exactonline_conn_id,
+        spec=resolve_entity(DELETED_ENTITY),
+        entity=DELETED_ENTITY,
         mode="incremental",
         division=int(division),
         base=to_storage_path(path),
@@ -67,12 +133,9 @@ def mirror_one(
         watermark_store=watermark_store or VariableWatermarkStore(),
         watermark_id=watermark_id,
         log=log,
+        keep_types=entity_types(entities),
     )
-    exported = job.run()
-    db_hook = DbApiHook.get_hook(db_conn_id)
-    loader = MirrorLoader(db_hook, table_for(spec, table_prefix), log=log).for_entity_type(spec.deleted_entity_type)
-    loaded = loader.apply_pending(job.final_dir.parent, int(division), export_id=watermark_id)
-    return {**loaded, "entity": entity, "exported_rows": exported.get("rows"), "api_calls": hook.api_calls}
+    return {**job.run(), "api_calls": hook.api_calls - calls_before}
 
 
 def mirror_dag(
@@ -119,6 +182,22 @@ def mirror_dag(
         def pairs(division_list: list[int]) -> list[dict[str, Any]]:
             return [{"division": d, "entity": e} for d in division_list for e in names]
 
+        @task(map_index_template="{{ task.op_kwargs['division'] }}")
+        def deletions(division: int) -> dict[str, Any]:
+            """One sync/Deleted read for every mirrored entity of the division."""
+            context = get_current_context()
+            ti = context["ti"]
+            return mirror_deletions(
+                exactonline_conn_id=exactonline_conn_id,
+                division=int(division),
+                entities=names,
+                path=path or default_base_path(),
+                run_id=str(context["run_id"]),
+                try_number=int(getattr(ti, "try_number", 1) or 1),
+                watermark_id=f"{dag_id}.deletions",
+                log=ti.log if hasattr(ti, "log") else None,
+            )
+
         @task(outlets=[alias], map_index_template="{{ task.op_kwargs['pair'] }}")
         def mirror(pair: dict[str, Any]) -> dict[str, Any]:
             from airflow.sdk import Asset
@@ -137,7 +216,9 @@ def mirror_dag(
                 run_id=str(context["run_id"]),
                 try_number=int(getattr(ti, "try_number", 1) or 1),
                 watermark_id=f"{dag_id}.mirror",
+                table_prefix=table_prefix,
                 log=ti.log if hasattr(ti, "log") else None,
+                deletions_watermark_id=f"{dag_id}.deletions",
             )
             label = entity_label(catalog.resolve_entity(pair["entity"]), pair["entity"])
             context["outlet_events"][alias].add(
@@ -145,5 +226,7 @@ def mirror_dag(
             )
             return result
 
-        mirror.expand(pair=pairs(found.output))  # type: ignore[arg-type]
+        deleted = deletions.expand(division=found.output)
+        mapped = mirror.expand(pair=pairs(found.output))  # type: ignore[arg-type]
+        deleted >> mapped
     return dag

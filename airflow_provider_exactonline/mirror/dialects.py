@@ -1,4 +1,10 @@
-"""SQL per database: column types from Edm types, upsert statements, column comments, introspection."""
+"""SQL per database: column types from Edm types, upsert statements, column comments, introspection.
+
+Each dialect names its load path (``bulk.py``): ``copy`` (PostgreSQL: COPY into a staging table, one
+``INSERT ... SELECT ... ON CONFLICT``), ``upsert`` (SQLite: batched ``executemany`` of ``ON CONFLICT``),
+``merge`` (:class:`MergeDialect`: a staging table and one standard ``MERGE``, for databases that have
+``MERGE`` but no ``ON CONFLICT``).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,15 @@ class Dialect:
 
     name = "ansi"
     placeholder = "%s"
+    load_path = "upsert"
     types = {
         "Edm.Guid": "VARCHAR(36)",
-        "Edm.Int16": "SMALLINT",
-        "Edm.Int32": "INTEGER",
+        # Every integer as BIGINT: a value wider than its Edm type (the fake serves some) must not fail a run.
+        "Edm.Int16": "BIGINT",
+        "Edm.Int32": "BIGINT",
         "Edm.Int64": "BIGINT",
-        "Edm.Byte": "SMALLINT",
+        "Edm.Byte": "BIGINT",
+        "Edm.SByte": "BIGINT",
         "Edm.Double": "DOUBLE PRECISION",
         "Edm.Decimal": "NUMERIC(38, 10)",
         "Edm.Boolean": "BOOLEAN",
@@ -82,9 +91,20 @@ class Dialect:
             f"AND ({q('Timestamp')} IS NULL OR {q('Timestamp')} <= {p})"
         )
 
+    def integer(self, column: Column) -> bool:
+        return column.edm_type in ("Edm.Int16", "Edm.Int32", "Edm.Int64", "Edm.Byte", "Edm.SByte")
+
+
+class MergeDialect(Dialect):
+    """Standard SQL: a temporary staging table and one ``MERGE`` (tested on PostgreSQL 15's ``MERGE``)."""
+
+    name = "merge"
+    load_path = "merge"
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    load_path = "copy"
     types = {**Dialect.types, "Edm.Guid": "UUID", "Edm.DateTime": "TIMESTAMP"}
     supports_comments = True
 

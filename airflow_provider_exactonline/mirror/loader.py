@@ -1,70 +1,47 @@
 """Apply export runs to SQL tables, exactly once.
 
 For one (table, division), :meth:`MirrorLoader.apply_pending` applies every finalized run directory
-(``_manifest.json`` present) not yet recorded in the state table, oldest first. One run = one
-transaction: create/alter the table, upsert the rows (a key twice in a run keeps its highest
-``Timestamp``; a row never replaces a newer one), apply the deletions (only where the deletion's
-``Timestamp`` is at least the row's, so a re-created row survives), and insert the state row. A
-killed load rolls back whole; re-applying a recorded run is a no-op.
+(``_manifest.json`` present) not yet recorded in the state table: the entity's own runs oldest first,
+then the division's shared ``sync/Deleted`` runs (``deletions.py``). One run = one transaction:
+create/alter the table, stream the rows in batches through the dialect's load path (``bulk.py``: a key
+twice in a run keeps its highest ``Timestamp``; a row never replaces a newer one), apply the deletions
+(only where the deletion's ``Timestamp`` is at least the row's, so a re-created row survives), and
+insert the state row. A killed load rolls back whole; re-applying a recorded run is a no-op.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow_provider_exactonline import odata
+from airflow_provider_exactonline.mirror.bulk import LOADS
 from airflow_provider_exactonline.mirror.dialects import Dialect, dialect_for
+from airflow_provider_exactonline.mirror.parts import BATCH_ROWS, RunReader, read_manifest
 from airflow_provider_exactonline.mirror.schema import Column, Table
-from airflow_provider_exactonline.operators.export import MANIFEST, iter_output_records
+from airflow_provider_exactonline.operators.export import MANIFEST
 
 STATE_TABLE = "exactonline_mirror_runs"
-BATCH_ROWS = 1000
-
-
-def _sql_value(value: Any, column: Column | None) -> Any:
-    if value is None:
-        return None
-    edm = column.edm_type if column is not None else None
-    if isinstance(value, str) and edm == "Edm.DateTime" and odata.is_date(value):
-        parsed = odata.parse_date(value, "UTC")
-        return parsed.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat() if parsed else None
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return value
-
-
-def _executemany(cur: Any, statement: str, batch: list[tuple[Any, ...]]) -> None:
-    """psycopg2's ``executemany`` is one round trip per row; ``execute_batch`` sends pages of statements."""
-    if type(cur).__module__.startswith("psycopg2"):
-        from psycopg2.extras import execute_batch
-
-        execute_batch(cur, statement, batch, page_size=200)
-    else:
-        cur.executemany(statement, batch)
-
-
-def _dedupe(records: Iterable[Mapping[str, Any]], key: str) -> dict[Any, Mapping[str, Any]]:
-    """Key -> its record with the highest ``Timestamp`` (Exact's sync results may repeat a key)."""
-    latest: dict[Any, Mapping[str, Any]] = {}
-    for record in records:
-        k = str(record.get(key)).lower()
-        old = latest.get(k)
-        if old is None or int(record.get("Timestamp") or 0) >= int(old.get("Timestamp") or 0):
-            latest[k] = record
-    return latest
 
 
 class MirrorLoader:
     """Load export runs of one entity into its table through a common-sql ``DbApiHook``."""
 
-    def __init__(self, db_hook: Any, table: Table, dialect: Dialect | None = None, log: Any = None) -> None:
+    def __init__(
+        self,
+        db_hook: Any,
+        table: Table,
+        dialect: Dialect | None = None,
+        log: Any = None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
         self.db_hook = db_hook
         self.table = table
         self.dialect = dialect or dialect_for(db_hook)
         self.log = log
+        self.batch_rows = batch_rows
+        self._columns: list[str] | None = None  # the table's columns, within one apply_run
 
     def _info(self, msg: str, *args: Any) -> None:
         if self.log is not None:
@@ -102,11 +79,15 @@ class MirrorLoader:
     # -- schema
 
     def _ensure_table(self, cur: Any, fields: Iterable[str]) -> list[str]:
-        existing = self.dialect.existing_columns(cur, self.table.name)
+        """Create the table, or add the fields it lacks as columns; returns its columns."""
+        existing = self._columns
+        if existing is None:
+            existing = self.dialect.existing_columns(cur, self.table.name)
         if existing is None:
             for statement in self.dialect.create_table(self.table):
                 cur.execute(statement)
             existing = self.table.column_names
+        self._columns = existing
         have = set(existing)
         by_name = {c.name: c for c in self.table.columns}
         for name in fields:  # schema drift: a field that appears later becomes a column
@@ -144,12 +125,21 @@ class MirrorLoader:
         return sorted(found, key=lambda item: str(item[0].get("started_at")))
 
     def apply_pending(
-        self, export_dir: Any, division: int, export_id: str | None = None, deletion_runs: Iterable[Any] = ()
+        self,
+        export_dir: Any,
+        division: int,
+        export_id: str | None = None,
+        deletions_dir: Any = None,
+        deletions_id: str | None = None,
     ) -> dict[str, Any]:
-        """Apply, oldest first, every finished run of ``export_dir`` (and given deletion runs) not yet applied."""
+        """Apply every finished, not yet applied run: the entity's own (``export_dir``), then shared deletions.
+
+        Rows before deletions: a deletion applies only where it is at least as new as the row, so applying
+        it after the rows read around the same time is right either way (a re-created row is newer).
+        """
         runs = self.finalized_runs(export_dir, export_id)
-        runs += [(json.loads((d / MANIFEST).read_text()), d) for d in deletion_runs]
-        runs.sort(key=lambda item: str(item[0].get("started_at")))
+        if deletions_dir is not None:
+            runs += self.finalized_runs(deletions_dir, deletions_id)
         applied = self.applied_runs(division)
         totals: dict[str, Any] = {"table": self.table.name, "division": division}
         totals.update(runs=0, rows=0, deletes=0, skipped=0)
@@ -165,30 +155,26 @@ class MirrorLoader:
 
     def apply_run(self, run_dir: Any, division: int, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Apply one run in one transaction; a no-op when the state table already records it."""
-        manifest = manifest or json.loads((run_dir / MANIFEST).read_text())
+        manifest = manifest or read_manifest(run_dir)
         key = self.run_key(manifest, run_dir)
         q, p = self.dialect.quote, self.dialect.placeholder
+        reader = RunReader(run_dir, manifest, self.batch_rows)
         conn = self.db_hook.get_conn()
+        self._columns = None
         try:
             cur = conn.cursor()
             self._ensure_state(cur)
             if key in self._applied(cur, division):
                 conn.rollback()
                 return {"applied": False, "rows": 0, "deletes": 0}
-            rows = _dedupe(iter_output_records(run_dir), self.table.key) if manifest.get("parts") else {}
-            fields: dict[str, None] = dict.fromkeys(manifest.get("fields") or [])
-            for record in rows.values():
-                fields.update(dict.fromkeys(record))
-            fields.pop("__metadata", None)
-            columns = self._ensure_table(cur, fields) if rows or not manifest.get("deleted_parts") else None
-            if columns is None:
-                columns = self._ensure_table(cur, [])
-            self._upsert(cur, [c for c in fields if c in set(columns)], rows.values(), division)
-            deletes = self._delete(cur, self._deletions(run_dir, manifest), division)
+            self._ensure_table(cur, reader.fields())
+            load = LOADS[self.dialect.load_path](self.dialect, self.table, self._ensure_table, self._progress)
+            rows = load.rows(cur, reader, division) if reader.row_parts else 0
+            deletes = load.deletions(cur, reader.deletion_batches(self._entity_type), division)
             cur.execute(
                 f"INSERT INTO {q(STATE_TABLE)} ({q('table_name')}, {q('division')}, {q('run_key')}, "
                 f"{q('applied_at')}, {q('rows')}, {q('deletes')}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-                (self.table.name, division, key, dt.datetime.now(dt.timezone.utc).isoformat(), len(rows), deletes),
+                (self.table.name, division, key, dt.datetime.now(dt.timezone.utc).isoformat(), rows, deletes),
             )
             conn.commit()
         except BaseException:
@@ -196,47 +182,16 @@ class MirrorLoader:
             raise
         finally:
             conn.close()
-        self._info(
-            "Applied %s to %s division %s: %d rows, %d deletions", key, self.table.name, division, len(rows), deletes
-        )
-        return {"applied": True, "rows": len(rows), "deletes": deletes}
+        self._info("Applied %s to %s division %s: %d rows, %d deletions", key, self.table.name, division, rows, deletes)
+        return {"applied": True, "rows": rows, "deletes": deletes}
 
-    def _deletions(self, run_dir: Any, manifest: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-        if not manifest.get("deleted_parts"):
-            return iter(())
-        wanted = self._entity_type
-        return (
-            r
-            for r in iter_output_records(run_dir, "deleted")
-            if wanted is None or r.get("EntityType") is None or int(r["EntityType"]) == wanted
-        )
+    def _progress(self, what: str, count: int) -> None:
+        self._info("Sent %d %s of the run to %s", count, what, self.table.name)
 
-    #: Only deletions of this EntityType apply (None: all; set it for shared sync/Deleted runs).
+    #: Only deletions of this EntityType apply (None: all).
     _entity_type: int | None = None
 
     def for_entity_type(self, entity_type: int | None) -> MirrorLoader:
+        """Apply only deletions of ``entity_type`` (the table's entity) from shared ``sync/Deleted`` runs."""
         self._entity_type = entity_type
         return self
-
-    def _upsert(self, cur: Any, columns: list[str], records: Iterable[Mapping[str, Any]], division: int) -> None:
-        if "Division" not in columns:
-            columns = ["Division", *columns]
-        statement = self.dialect.upsert(self.table, columns)
-        by_name = {c.name: c for c in self.table.columns}
-        types = [by_name.get(c) for c in columns]
-        batch: list[tuple[Any, ...]] = []
-        for record in records:
-            values = {**record, "Division": division}
-            batch.append(tuple(_sql_value(values.get(c), t) for c, t in zip(columns, types, strict=True)))
-            if len(batch) >= BATCH_ROWS:
-                _executemany(cur, statement, batch)
-                batch = []
-        if batch:
-            _executemany(cur, statement, batch)
-
-    def _delete(self, cur: Any, deletions: Iterable[Mapping[str, Any]], division: int) -> int:
-        statement = self.dialect.delete(self.table)
-        batch = [(division, str(d["EntityKey"]).lower(), int(d.get("Timestamp") or 0)) for d in deletions]
-        if batch:
-            _executemany(cur, statement, batch)
-        return len(batch)
