@@ -17,4 +17,6 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), one test file per worker at a time, so a file's module-scoped rig is built once.
+# Most of the suite waits on real Airflow processes, so two workers fit on two cores. PYTEST_WORKERS=0: serial.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
