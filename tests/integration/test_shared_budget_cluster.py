@@ -33,7 +33,7 @@ from .rotation_support import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "budget"))
-from conftest import RedisServer
+from redis_support import RedisServer
 
 DAG_ID = "exactonline_shared_budget"
 CONN_ID = "exact_shared_budget"
