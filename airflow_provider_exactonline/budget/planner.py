@@ -100,8 +100,13 @@ def check_budget(hook: Any, task: str, division: int | None = None) -> BudgetChe
     division = _division(hook, division)
     if division is None:
         return None
-    ledger = ledger_for(hook)
-    budget = ledger.day(division)
+    try:
+        ledger = ledger_for(hook)
+        budget = ledger.day(division)
+        estimate = ledger.cost(division, task)
+    except Exception as err:  # the ledger is an aid: without it the limiter still guards every call
+        log.warning("Exact Online budget: ledger unavailable (%s); %s starts unplanned", type(err).__name__, task)
+        return None
     state: RateLimitState = hook.rate_limiter.state(division)
     now = hook.clock.time()
     if state.daily_remaining is not None and state.daily_reset is not None and state.daily_reset > now:
@@ -111,7 +116,7 @@ def check_budget(hook: Any, task: str, division: int | None = None) -> BudgetChe
             budget.remaining, budget.reset = state.daily_remaining, state.daily_reset
             budget.limit = state.daily_limit or budget.limit
             budget.reserve = reserve_calls(budget.limit, getattr(hook.rate_limiter, "reserve", 0.0))
-    return BudgetCheck(task, division, ledger.cost(division, task), budget)
+    return BudgetCheck(task, division, estimate, budget)
 
 
 def ensure_budget(hook: Any, task: str, division: int | None = None) -> BudgetCheck | None:

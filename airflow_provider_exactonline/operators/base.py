@@ -164,10 +164,16 @@ class _ExactOnlineBase(BaseOperator):
 
     def _budget_division(self) -> int | None:
         divisions = getattr(self, "divisions", None)
-        parsed = parse_divisions(divisions) if divisions is not None and not callable(divisions) else None
+        try:
+            parsed = parse_divisions(divisions) if divisions is not None and not callable(divisions) else None
+        except (ExactOnlineConfigError, ValueError, TypeError):
+            parsed = None  # execute reports a bad value in its own words
         if isinstance(parsed, list) and len(parsed) == 1:
             return parsed[0]
-        return parse_division(getattr(self, "division", None)) if hasattr(self, "division") else None
+        try:
+            return parse_division(getattr(self, "division", None))
+        except (ValueError, TypeError):
+            return None
 
     def _budget_purpose(self) -> str:
         method = str(getattr(self, "method", "GET")).upper()

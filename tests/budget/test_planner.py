@@ -172,3 +172,15 @@ def test_redis_ledger_keeps_costs_and_deferrals_next_to_the_shared_budget(
     assert (day.limit, day.remaining, day.reserve, day.calls_today) == (40, 35, 10, 5)
     assert other.cost(1001, "mirror.accounts") == 5 and other.divisions() == [1001]
     assert day.deferred and day.deferred[0].startswith("mirror.contacts until ")
+
+
+def test_an_unreadable_ledger_never_stops_a_task() -> None:
+    class Broken:
+        def day(self, division: int) -> Any:
+            raise ConnectionError("redis went away")
+
+    class Hook:
+        division = 1001
+        _budget_ledger = Broken()
+
+    assert planner.ensure_budget(Hook(), "mirror.accounts") is None
