@@ -15,6 +15,7 @@ division is chosen after authorizing, and it is shown when present.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -35,6 +36,9 @@ STATUS_EXPIRED = "expired"
 STATUS_ERROR = "error"
 STATUS_NOT_AUTHORIZED = "not_authorized"
 STATUS_MISCONFIGURED = "misconfigured"
+
+#: Idle days of the refresh token at which health warns (Exact drops it after about 30).
+IDLE_WARNING_DAYS = (7, 14, 28)
 
 #: Statuses for which a human has to act (Connect/Reconnect or fix the connection).
 NEEDS_ACTION = frozenset({STATUS_EXPIRED, STATUS_ERROR, STATUS_NOT_AUTHORIZED, STATUS_MISCONFIGURED})
@@ -60,6 +64,9 @@ class ConnectionHealth:
     redirect_uri: str | None = None
     redirect_uri_source: str | None = None  # "connection" (extra) or "derived" (from the Airflow URL)
     problems: tuple[str, ...] = field(default_factory=tuple)
+    #: Today's API budget per division (keys: see budget/report.py), filled by :func:`load_health`.
+    budget: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def needs_action(self) -> bool:
@@ -69,6 +76,8 @@ class ConnectionHealth:
         """JSON-friendly: epoch seconds plus ISO-8601 UTC strings for the times."""
         data = asdict(self)
         data["problems"] = list(self.problems)
+        data["budget"] = [dict(entry) for entry in self.budget]
+        data["warnings"] = list(self.warnings)
         data["needs_action"] = self.needs_action
         for key in ("token_obtained_at", "access_token_expires_at", "refresh_token_estimated_death"):
             data[key + "_iso"] = iso(data[key])
@@ -94,6 +103,22 @@ def human_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min"
     return f"{seconds} s"
+
+
+def idle_warning(age_s: float | None) -> str | None:
+    """The warning for a refresh token unused for ``age_s`` seconds (7, 14, 28 days), or None."""
+    if age_s is None:
+        return None
+    days = int(age_s // 86_400)
+    reached = [limit for limit in IDLE_WARNING_DAYS if days >= limit]
+    if not reached:
+        return None
+    advice = (
+        "Exact drops it after about 30 days: run the exactonline_keep_alive DAG now or reconnect"
+        if reached[-1] >= 28
+        else "enable the exactonline_keep_alive DAG (it uses idle tokens) or run a task on this connection"
+    )
+    return f"the refresh token has not been used for {days} days; {advice}"
 
 
 def _float(value: Any) -> float | None:
@@ -218,6 +243,7 @@ def connection_health(
         redirect_uri=redirect_uri,
         redirect_uri_source=redirect_source,
         problems=tuple(problems),
+        warnings=tuple(w for w in (idle_warning(age),) if w),
     )
 
 
@@ -249,9 +275,34 @@ def load_health(conn: Any, *, now: float | None = None, default_redirect_uri: st
     if getattr(conn, "conn_type", None) != CONN_TYPE:
         return connection_health(conn, now=now, default_redirect_uri=default_redirect_uri)
     tokens, source = newest_tokens(conn)
-    return connection_health(
+    health = connection_health(
         conn, now=now, default_redirect_uri=default_redirect_uri, tokens=tokens, token_source=source
     )
+    from airflow_provider_exactonline.budget.report import budget_report
+
+    try:
+        extras = extras_of(conn)
+    except ExactOnlineConfigError:
+        return health
+    budget, warnings = budget_report(extras, health.client_id, health.division, now=now)
+    return dataclasses.replace(health, budget=tuple(budget), warnings=health.warnings + tuple(warnings))
+
+
+def format_budget(health: ConnectionHealth) -> list[str]:
+    """The status lines for today's API budget and the warnings."""
+    lines = []
+    for entry in health.budget:
+        used = "?" if entry["calls_today"] is None else entry["calls_today"]
+        limit = "?" if entry["limit_today"] is None else entry["limit_today"]
+        left = "unknown" if entry["remaining_today"] is None else entry["remaining_today"]
+        resets = entry["resets_at_iso"] or "unknown"
+        lines.append(
+            f"API budget {entry['division']}:  {used} of {limit} calls today, {left} left "
+            f"(reserve {entry['reserve'] if entry['reserve'] is not None else '?'}), resets {resets}"
+        )
+        lines.extend(f"  deferred:        {item}" for item in entry["deferred"])
+    lines.extend(f"Warning:           {warning}" for warning in health.warnings)
+    return lines
 
 
 def format_health(health: ConnectionHealth, *, now: float | None = None) -> str:
@@ -302,4 +353,5 @@ def format_health(health: ConnectionHealth, *, now: float | None = None) -> str:
             "or <airflow url>/exactonline/callback for the UI) and register it in Exact's App Center"
         )
     lines.extend(f"Problem:           {problem}" for problem in health.problems)
+    lines.extend(format_budget(health))
     return "\n".join(lines)

@@ -94,11 +94,12 @@ class RateLimitState:
     def has_minutely_headers(self, headers: Mapping[str, Any]) -> bool:
         return _header(headers, MINUTELY_HEADERS[2]) is not None
 
-    def daily_exhausted(self, now: float) -> bool:
-        """True only when Exact said 0 remaining and the reset is still ahead."""
+    def daily_exhausted(self, now: float, floor: int = 0) -> bool:
+        """True only when Exact said at most ``floor`` (the reserve, for reads) remaining and the
+        reset is still ahead."""
         return (
             self.daily_remaining is not None
-            and self.daily_remaining <= 0
+            and self.daily_remaining <= floor
             and (self.daily_reset is not None and self.daily_reset > now)
         )
 
@@ -110,15 +111,26 @@ class RateLimitState:
         return wait + margin if wait > 0 else 0.0
 
 
-def daily_limit_error(state: RateLimitState, **kwargs: Any) -> Any:
-    """The typed "day is spent" error (imported lazily: the exceptions module imports Airflow)."""
+def reserve_calls(daily_limit: int | None, reserve: float) -> int:
+    """The day's calls kept for writes, Test and Connect: ``floor(limit * reserve)`` (0 if unknown)."""
+    return int(daily_limit * reserve) if daily_limit else 0
+
+
+def daily_limit_error(state: RateLimitState, *, reserve: bool = False, **kwargs: Any) -> Any:
+    """The typed "day is spent" error (imported lazily: the exceptions module imports Airflow).
+    ``reserve``: what is left is the reserve, which reads may not use."""
     from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
 
     reset_at = state.daily_reset
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset_at)) if reset_at else "an unknown time"
+    what = (
+        f"is down to the reserve kept for writes, Test and Connect ({state.daily_remaining} calls left)"
+        if reserve
+        else "is spent"
+    )
     return ExactOnlineRateLimitExceeded(
         f"Exact Online's daily API limit ({state.daily_limit or '?'} calls) for this app and "
-        f"division is spent; it resets at {when}. Reschedule the work after the reset.",
+        f"division {what}; it resets at {when}. Reschedule the work after the reset.",
         scope="daily",
         reset_at=reset_at,
         **kwargs,
@@ -147,10 +159,15 @@ class RateLimiter(Protocol):
 class LocalRateLimiter:
     """Per-process limits, one :class:`RateLimitState` per division, waits on ``clock``."""
 
-    def __init__(self, clock: Clock, *, margin: float = RATE_LIMIT_MARGIN) -> None:
+    def __init__(self, clock: Clock, *, margin: float = RATE_LIMIT_MARGIN, reserve: float = 0.0) -> None:
         self.clock = clock
         self.margin = margin
+        self.reserve = reserve
+        #: Calls per whole minute this process allows itself (None: no own cap, only Exact's headers).
+        #: The shared limiter sets it to its share of the minute when Redis goes away.
+        self.share: int | None = None
         self._states: dict[int | None, RateLimitState] = {}
+        self._minute_calls: dict[int | None, tuple[int, int]] = {}  # division -> (minute index, calls)
 
     def state(self, division: int | None) -> RateLimitState:
         return self._states.setdefault(division, RateLimitState())
@@ -158,12 +175,32 @@ class LocalRateLimiter:
     def before_call(self, division: int | None, *, purpose: str = "read") -> None:
         state = self.state(division)
         now = self.clock.time()
-        if state.daily_exhausted(now):
-            raise daily_limit_error(state)
+        if state.daily_exhausted(now, reserve_calls(state.daily_limit, self.reserve) if purpose == "read" else 0):
+            raise daily_limit_error(state, reserve=purpose == "read" and (state.daily_remaining or 0) > 0)
         wait = state.minutely_wait(now, self.margin)
         if wait > 0:
             log.info("Exact Online minutely rate limit reached; waiting %.1fs for the reset", wait)
             self.clock.sleep(wait)
+            now = self.clock.time()
+        if self.share is not None:
+            minute, calls = self._minute_calls.get(division, (-1, 0))
+            if minute == int(now // 60) and calls >= self.share:
+                wait = 60.0 - (now % 60.0) + self.margin
+                log.info(
+                    "Exact Online: this process's share of the minute (%d calls) is used; waiting %.1fs",
+                    self.share,
+                    wait,
+                )
+                self.clock.sleep(wait)
+                now = self.clock.time()
+        self.count_call(division, now)
+
+    def count_call(self, division: int | None, now: float) -> None:
+        """Count a call in this process's whole minute (also the shared limiter's draws, so a fallback
+        mid-minute knows what this process has spent of its share)."""
+        minute, calls = self._minute_calls.get(division, (-1, 0))
+        current = int(now // 60)
+        self._minute_calls[division] = (current, calls + 1 if minute == current else 1)
 
     def after_call(self, division: int | None, headers: Mapping[str, Any], status: int) -> None:
         self.state(division).update_from_headers(headers)
@@ -182,6 +219,9 @@ class LocalRateLimiter:
 
 #: Connection extra naming an Airflow Redis connection that holds the shared budget.
 BUDGET_REDIS_EXTRA = "budget_redis_conn_id"
+BUDGET_RESERVE_EXTRA = "budget_reserve"
+#: Share of the day's limit kept for writes, Test and Connect; reads never draw into it.
+DEFAULT_RESERVE = 0.10
 _warned_no_shared_store = False
 
 
@@ -193,11 +233,11 @@ def build_rate_limiter(config: Any, conn_extras: Mapping[str, Any], *, clock: Cl
     it: per-process limits, and one warning per process.
     """
     global _warned_no_shared_store
+    reserve = budget_reserve(conn_extras)
     redis_conn_id = str(conn_extras.get(BUDGET_REDIS_EXTRA) or "").strip()
     if redis_conn_id:
         from airflow_provider_exactonline.budget.redis_limiter import RedisRateLimiter, redis_client_factory
 
-        reserve = float(conn_extras.get("budget_reserve", 0.10))
         return RedisRateLimiter(redis_client_factory(redis_conn_id), config.client_id, clock, reserve=reserve)
     if not _warned_no_shared_store:
         _warned_no_shared_store = True
@@ -207,4 +247,22 @@ def build_rate_limiter(config: Any, conn_extras: Mapping[str, Any], *, clock: Cl
             getattr(config, "conn_id", "?"),
             BUDGET_REDIS_EXTRA,
         )
-    return LocalRateLimiter(clock)
+    return LocalRateLimiter(clock, reserve=reserve)
+
+
+def budget_reserve(conn_extras: Mapping[str, Any]) -> float:
+    """Extra ``budget_reserve``: the share (0-0.5) of the day's limit reads leave for writes, Test and
+    Connect; default 10 %."""
+    raw = conn_extras.get(BUDGET_RESERVE_EXTRA, DEFAULT_RESERVE)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0.0 <= value <= 0.5:
+        from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+
+        raise ExactOnlineConfigError(
+            f"extra {BUDGET_RESERVE_EXTRA!r} is {raw!r}: give the share of the daily limit kept for writes, "
+            "Test and Connect as a number from 0 to 0.5 (e.g. 0.10)"
+        )
+    return value

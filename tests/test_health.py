@@ -142,3 +142,68 @@ def test_load_health_prefers_the_newer_variable(monkeypatch: pytest.MonkeyPatch)
         Variable.delete(store.token_key)
     health = load_health(stale, now=now)
     assert health.token_source == "connection extras" and health.refresh_token_age_s == pytest.approx(20 * DAY)
+
+
+@pytest.mark.parametrize(("age_days", "expected"), [(6.9, None), (7, "7 days"), (14.5, "14 days"), (28, "28 days")])
+def test_idle_refresh_token_warnings_at_7_14_28_days(age_days: float, expected: str | None) -> None:
+    health = connection_health(conn({**tokens(age_days), "division": 7}), now=NOW)
+    data = health.to_dict()
+    assert data["warnings"] == list(health.warnings) and data["budget"] == []
+    if expected is None:
+        assert health.warnings == ()
+    else:
+        (warning,) = health.warnings
+        assert f"not been used for {expected}" in warning and "exactonline_keep_alive" in warning
+        assert ("reconnect" in warning) == (age_days >= 28)
+        assert f"Warning:           {warning}" in format_health(health, now=NOW)
+
+
+def test_load_health_reports_todays_budget_from_the_ledger() -> None:
+    """The ledger the workers keep (here the Variable) shows up in to_dict()["budget"] and in the status text."""
+    from airflow_db import migrate
+
+    from airflow_provider_exactonline.auth.variable_store import _variables
+    from airflow_provider_exactonline.budget.ledger import DocumentLedger
+    from airflow_provider_exactonline.ratelimit import RateLimitState
+
+    migrate()
+    now = time.time()
+    reset = (now // DAY + 1) * DAY
+
+    class Clock:
+        def time(self) -> float:
+            return now
+
+    ledger = DocumentLedger("client-id", Clock(), 0.10, variables=_variables())
+    ledger.observe(7, RateLimitState(5000, 1200, reset))
+    ledger.record_deferred(7, "mirror.accounts until tomorrow: needs about 800 calls")
+    ledger.observe(8, RateLimitState(5000, 4990, reset))
+    try:
+        health = load_health(conn({**tokens(1), "division": 7}), now=now)
+        budget = health.to_dict()["budget"]
+        assert [entry["division"] for entry in budget] == [7, 8]  # the connection's division first
+        first = budget[0]
+        assert set(first) == {
+            "division",
+            "calls_today",
+            "remaining_today",
+            "limit_today",
+            "resets_at_iso",
+            "reserve",
+            "deferred",
+        }
+        assert (first["calls_today"], first["remaining_today"], first["limit_today"], first["reserve"]) == (
+            3800,
+            1200,
+            5000,
+            500,
+        )
+        assert first["resets_at_iso"].endswith("T00:00:00+00:00")
+        assert first["deferred"] == ["mirror.accounts until tomorrow: needs about 800 calls"]
+        text = format_health(health, now=now)
+        assert "API budget 7:  3800 of 5000 calls today, 1200 left (reserve 500)" in text
+        assert "deferred:        mirror.accounts until tomorrow" in text
+    finally:
+        from airflow.models.variable import Variable
+
+        Variable.delete(ledger.key)

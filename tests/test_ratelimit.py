@@ -123,3 +123,30 @@ def test_wait_after_429_uses_the_minutely_reset_or_the_next_whole_minute():
 def test_build_rate_limiter_is_local_for_now():
     limiter = build_rate_limiter(None, {}, clock=_Clock())
     assert isinstance(limiter, LocalRateLimiter)
+
+
+def test_budget_reserve_is_validated_and_holds_reads_back_locally():
+    from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
+
+    with pytest.raises(ExactOnlineConfigError, match="budget_reserve"):
+        build_rate_limiter(None, {"budget_reserve": "0.9"}, clock=_Clock())
+    limiter = build_rate_limiter(None, {"budget_reserve": 0.2}, clock=_Clock())
+    assert isinstance(limiter, LocalRateLimiter) and limiter.reserve == 0.2
+    limiter.after_call(7, _all(daily_remaining=1000), 200)  # 1000 left = 20 % of 5000: the reserve
+    with pytest.raises(ExactOnlineRateLimitExceeded, match="reserve"):
+        limiter.before_call(7)
+    limiter.before_call(7, purpose="write")
+    limiter.before_call(7, purpose="admin")
+
+
+def test_local_share_caps_calls_per_whole_minute():
+    clock = _Clock(NOW)  # 20 s into a minute
+    limiter = LocalRateLimiter(clock)
+    limiter.share = 3
+    for _ in range(3):
+        limiter.before_call(7)
+    assert clock.sleeps == []
+    limiter.before_call(7)
+    assert clock.sleeps == [60.0 - NOW % 60 + RATE_LIMIT_MARGIN]
+    limiter.before_call(8)  # another division has its own count
+    assert len(clock.sleeps) == 1

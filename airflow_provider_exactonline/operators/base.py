@@ -1,10 +1,13 @@
-"""What every Exact Online operator shares: the hook, division parsing, storage paths, asset URIs."""
+"""What every Exact Online operator shares: the hook, division parsing, storage paths, asset URIs, and
+the day's budget check around ``execute`` (see :mod:`airflow_provider_exactonline.budget.planner`)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -118,13 +121,124 @@ def try_number_of(context: Mapping[str, Any]) -> int:
         return 1
 
 
+#: Operators whose calls are writes (they may use the day's reserve), by class name.
+WRITE_OPERATORS = frozenset({"ExactOnlineUpsertOperator"})
+
+
+def _budget_guarded(execute: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(execute)
+    def guarded(self: _ExactOnlineBase, context: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._within_budget(execute, context, *args, **kwargs)
+
+    guarded._exactonline_budget = True  # type: ignore[attr-defined]
+    return guarded
+
+
 class _ExactOnlineBase(BaseOperator):
+    """Every subclass's ``execute`` runs inside the day's budget check: before the first call, a task
+    whose last run cost more than what reads may still use today (the rest of the day minus the
+    reserve) is deferred until Exact's daily reset (a ``DateTimeTrigger`` when ``deferrable``, else
+    rescheduled); a read refused mid-run because the day is down to the reserve defers the same way.
+    ``plan_budget=False`` turns it off for one task; ``deferrable=True`` waits in the triggerer."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        execute = cls.__dict__.get("execute")
+        if execute is not None and not getattr(execute, "_exactonline_budget", False):
+            cls.execute = _budget_guarded(execute)  # type: ignore[method-assign]
+
     def __init__(
-        self, *, exactonline_conn_id: str = DEFAULT_CONN_ID, hook_params: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        *,
+        exactonline_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
+        plan_budget: bool = True,
+        deferrable: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.exactonline_conn_id = exactonline_conn_id
         self.hook_params = hook_params or {}
+        self.plan_budget = plan_budget
+        self.deferrable = deferrable
+
+    def _budget_division(self) -> int | None:
+        divisions = getattr(self, "divisions", None)
+        try:
+            parsed = parse_divisions(divisions) if divisions is not None and not callable(divisions) else None
+        except (ExactOnlineConfigError, ValueError, TypeError):
+            parsed = None  # execute reports a bad value in its own words
+        if isinstance(parsed, list) and len(parsed) == 1:
+            return parsed[0]
+        try:
+            return parse_division(getattr(self, "division", None))
+        except (ValueError, TypeError):
+            return None
+
+    def _budget_purpose(self) -> str:
+        method = str(getattr(self, "method", "GET")).upper()
+        return "write" if method != "GET" or type(self).__name__ in WRITE_OPERATORS else "read"
+
+    def _within_budget(self, execute: Callable[..., Any], context: Any, *args: Any, **kwargs: Any) -> Any:
+        from airflow_provider_exactonline.budget import ledger, planner
+        from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
+
+        key = ledger.task_key(context) if self.plan_budget else None
+        if key is None:
+            return execute(self, context, *args, **kwargs)
+        hook = self.hook
+        division = self._budget_division()
+        division = hook.division if division is None else division
+        check = None
+        if self._budget_purpose() == "read":
+            try:
+                check = planner.ensure_budget(hook, key, division)
+            except planner.ExactOnlineBudgetDeferred as deferred:
+                self._wait_for_reset(deferred, context)
+        if check is not None and check.estimate is not None:
+            self.log.info(
+                "Exact Online budget: %s needs about %d calls; %s left today for reads",
+                key,
+                check.estimate,
+                check.budget.for_reads if check.budget.for_reads is not None else "unknown",
+            )
+        before = hook.api_calls
+        try:
+            result = execute(self, context, *args, **kwargs)
+        except planner.ExactOnlineBudgetDeferred:
+            raise
+        except ExactOnlineRateLimitExceeded as spent:
+            if spent.scope != "daily":
+                raise
+            spent_calls = hook.api_calls - before
+            last = check.estimate if check is not None else None
+            planner.record_cost(hook, key, max(spent_calls, last or 0), division)  # a lower bound
+            reason = f"a read would have used the reserve after {spent_calls} calls ({spent.message})"
+            resume_at = (spent.reset_at or planner.next_utc_midnight(hook.clock.time())) + 1.0
+            self._wait_for_reset(planner.deferral(hook, key, division, resume_at, reason), context)
+        planner.record_cost(hook, key, hook.api_calls - before, division)
+        return result
+
+    def _wait_for_reset(self, deferred: Any, context: Any) -> None:
+        """Defer (``deferrable``) or reschedule the task until ``deferred.reset_at``; never returns."""
+        from airflow.exceptions import AirflowRescheduleException
+
+        moment = dt.datetime.fromtimestamp(deferred.reset_at, tz=dt.timezone.utc)
+        if self.deferrable:
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.defer(trigger=DateTimeTrigger(moment=moment), method_name="resume_after_budget_reset")
+        raise AirflowRescheduleException(reschedule_date=moment) from deferred
+
+    def resume_after_budget_reset(self, context: Any, event: Any = None) -> Any:
+        """Back from the triggerer after the daily reset: run (and check) again."""
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+
+        token = ExecutorSafeguard.tracker.set(self)  # called by the task runner, like execute itself
+        try:
+            return self.execute(context)
+        finally:
+            ExecutorSafeguard.tracker.reset(token)
 
     @cached_property
     def hook(self) -> ExactOnlineHook:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_exactonline.budget.redis_limiter import RedisRateLimiter, budget_keys
+from airflow_provider_exactonline.budget.redis_limiter import RedisRateLimiter, budget_keys, division_key
 from airflow_provider_exactonline.clock import ScaledClock
 from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
 from airflow_provider_exactonline.testing import FakeExactOnline
@@ -35,9 +35,9 @@ def test_draws_are_atomic_across_limiters(redis_server: Any) -> None:
 
     def draw(index: int) -> None:
         for _ in range(20):
-            script_result = limiters[index]._run(
-                limiters[index]._draw_script, budget_keys(APP, 7), [int(clock.now * 1000), 60, 1000, 0.1, 1]
-            )
+            keys = (*budget_keys(APP, 7), division_key(APP, 7) + ":sharers")
+            args = [int(clock.now * 1000), 60, 1000, 0.1, 1, limiters[index].member, 120_000]
+            script_result = limiters[index]._run(limiters[index]._draw_script, keys, args)
             if script_result is not None and int(script_result[0]) == 1:
                 granted[index] += 1
 
@@ -47,6 +47,28 @@ def test_draws_are_atomic_across_limiters(redis_server: Any) -> None:
     for thread in threads:
         thread.join()
     assert sum(granted.values()) == 60  # 160 tries, one minute window, exactly the limit granted
+    assert redis_server.client().zcard(division_key(APP, 7) + ":sharers") == 8  # every limiter counted once
+
+
+def test_fallback_takes_this_process_share_of_the_minute_and_writes_back(redis_server: Any) -> None:
+    clock = ManualClock(1_800_000_010.0)  # 10 s into a minute
+    limiters = [RedisRateLimiter(redis_server.client, APP, clock, retry_seconds=0.2) for _ in range(4)]
+    for limiter in limiters:
+        limiter.before_call(7)  # four sharers registered
+    mine = limiters[-1]
+    assert mine.sharers == 4
+    redis_server.stop()
+    for _ in range(14):  # 1 drawn through Redis + 14 = its share of 60 / 4
+        mine.before_call(7)
+    assert clock.sleeps == [] and mine.local.share == 15
+    mine.before_call(7)  # the 16th call of the minute waits for the next whole minute (+ margin)
+    assert clock.sleeps == [51.0]
+    minute_reset = str(int(clock.now // 60 + 1) * 60_000)
+    mine.after_call(7, {"X-RateLimit-Minutely-Remaining": "3", "X-RateLimit-Minutely-Reset": minute_reset}, 200)
+    redis_server.start()  # a fresh, empty Redis
+    time.sleep(0.3)
+    mine.before_call(7)
+    assert mine.state(7).minutely_remaining == 2  # Exact's "3 left" was written back, then one drawn
 
 
 def test_before_call_waits_for_the_shared_reset(redis_server: Any) -> None:
@@ -173,7 +195,7 @@ def _run_workers(tmp_path: Path, redis_server: Any, kill_redis_after: float | No
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(420)
 def test_eight_processes_share_one_division_without_429(tmp_path: Path, redis_server: Any) -> None:
     summary = _run_workers(tmp_path, redis_server, kill_redis_after=None)
     print("\nshared budget:", {k: v for k, v in summary.items() if k != "results"})
@@ -183,3 +205,16 @@ def test_eight_processes_share_one_division_without_429(tmp_path: Path, redis_se
     # Issue 11 asks >= 90 %; measured 0.89-0.92 on the shared 2-core machine with 8 engineers'
     # loads (the floor here tolerates that load; the benchmark reports the figure).
     assert summary["ceiling_share"] >= 0.80, summary
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(420)
+def test_eight_processes_finish_when_redis_stops_mid_run(tmp_path: Path, redis_server: Any) -> None:
+    summary = _run_workers(tmp_path, redis_server, kill_redis_after=DURATION / 3)
+    print("\nredis stopped:", {k: v for k, v in summary.items() if k != "results"})
+    assert all("crashed" not in r and r["errors"] == {} for r in summary["results"]), summary["results"]
+    assert all(r["fallbacks"] >= 1 for r in summary["results"])  # every process lost Redis
+    # Each process takes its share of the minute (60 // 8 sharers): 429s stay rare and each is
+    # waited out (no task error above, and the hook gives up after 3 waits per call).
+    assert summary["responses_429"] <= 8, summary
+    assert summary["ceiling_share"] >= 0.75, summary

@@ -213,7 +213,7 @@ def test_token_never_sent_to_another_host(hook):
 # ---------------------------------------------------------------- rate limits
 
 
-def _limits(now: float, *, daily: int = 100, minutely: int = 10, daily_reset: float | None = None) -> dict:
+def _limits(now: float, *, daily: int = 1000, minutely: int = 10, daily_reset: float | None = None) -> dict:
     minute_reset = (now // 60 + 1) * 60
     return {
         "X-RateLimit-Limit": "5000",

@@ -1,0 +1,1 @@
+"""Maintenance DAGs shipped with the provider."""
