@@ -12,14 +12,17 @@ from __future__ import annotations
 import calendar
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from airflow_provider_exactonline.budget.ledger import DayBudget, DocumentLedger, Ledger, RedisLedger
 from airflow_provider_exactonline.exceptions import ExactOnlineRateLimitExceeded
 from airflow_provider_exactonline.ratelimit import RATE_LIMIT_MARGIN, RateLimitState, reserve_calls
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ExactOnlineBudgetDeferred(ExactOnlineRateLimitExceeded):
@@ -161,3 +164,34 @@ def record_cost(hook: Any, task: str, calls: int, division: int | None = None) -
         ledger.record_cost(division, task, calls)
     except Exception as err:
         log.warning("Exact Online budget: cost of %s not recorded (%s)", task, type(err).__name__)
+
+
+def run_within_budget(hook: Any, task: str, work: Callable[[], T], division: int | None = None) -> T:
+    """Run ``work`` (reads through ``hook``) only if today's budget covers ``task``'s last cost, and record
+    what it spent. Over budget, before it starts or when a read reaches the reserve mid-run, the task is
+    rescheduled to just after the daily reset (``AirflowRescheduleException``): for ``@task`` code, such as
+    the mirror DAG's tasks, that has no operator around it."""
+    from airflow.exceptions import AirflowRescheduleException
+
+    def reschedule(deferred: ExactOnlineBudgetDeferred) -> AirflowRescheduleException:
+        moment = datetime.fromtimestamp(deferred.reset_at or next_utc_midnight(time.time()), tz=timezone.utc)
+        return AirflowRescheduleException(reschedule_date=moment)
+
+    try:
+        check = ensure_budget(hook, task, division)
+    except ExactOnlineBudgetDeferred as deferred:
+        raise reschedule(deferred) from deferred
+    before = hook.api_calls
+    try:
+        result = work()
+    except ExactOnlineRateLimitExceeded as spent:
+        if spent.scope != "daily" or isinstance(spent, ExactOnlineBudgetDeferred):
+            raise
+        spent_calls = hook.api_calls - before
+        last = check.estimate if check is not None else None
+        record_cost(hook, task, max(spent_calls, last or 0), division)  # a lower bound
+        resume_at = (spent.reset_at or next_utc_midnight(hook.clock.time())) + RATE_LIMIT_MARGIN
+        reason = f"a read would have used the reserve after {spent_calls} calls ({spent.message})"
+        raise reschedule(deferral(hook, task, division, resume_at, reason)) from spent
+    record_cost(hook, task, hook.api_calls - before, division)
+    return result

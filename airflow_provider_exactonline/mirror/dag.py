@@ -10,7 +10,7 @@ through an AssetAlias, so downstream DAGs can be scheduled on it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 ASSET_SCHEME = "exactonline-mirror"
@@ -44,11 +44,14 @@ def mirror_one(
     log: Any = None,
     deletions_watermark_id: str | None = None,
     hook: Any = None,
+    budget_task: str | None = None,
 ) -> dict[str, Any]:
     """Export one entity of one division incrementally, then apply its pending runs to the table.
 
     ``deletions_watermark_id``: the division's deletions come from the shared ``sync/Deleted`` runs of
     that export (:func:`mirror_deletions`), not from a read of this entity's own; None: its own read.
+    ``budget_task``: plan the export against the day's quota under this name (``budget/planner.py``): it is
+    rescheduled to after Exact's daily reset when what it cost last time no longer fits.
     """
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 
@@ -82,7 +85,7 @@ def mirror_one(
         watermark_id=watermark_id,
         log=log,
     )
-    exported = job.run()
+    exported = within_budget(hook, budget_task, job.run, int(division))
     db_hook = DbApiHook.get_hook(db_conn_id)
     loader = MirrorLoader(db_hook, table_for(spec, table_prefix), log=log).for_entity_type(spec.deleted_entity_type)
     loaded = loader.apply_pending(
@@ -108,6 +111,7 @@ def mirror_deletions(
     watermark_store: Any = None,
     log: Any = None,
     hook: Any = None,
+    budget_task: str | None = None,
 ) -> dict[str, Any]:
     """Read ``sync/Deleted`` of one division once, split by the EntityTypes of ``entities``."""
     from airflow_provider_exactonline.catalog import resolve_entity
@@ -135,7 +139,15 @@ def mirror_deletions(
         log=log,
         keep_types=entity_types(entities),
     )
-    return {**job.run(), "api_calls": hook.api_calls - calls_before}
+    return {**within_budget(hook, budget_task, job.run, int(division)), "api_calls": hook.api_calls - calls_before}
+
+
+def within_budget(hook: Any, budget_task: str | None, work: Callable[[], dict[str, Any]], division: int) -> Any:
+    if budget_task is None:
+        return work()
+    from airflow_provider_exactonline.budget.planner import run_within_budget
+
+    return run_within_budget(hook, budget_task, work, division)
 
 
 def mirror_dag(
@@ -196,6 +208,7 @@ def mirror_dag(
                 try_number=int(getattr(ti, "try_number", 1) or 1),
                 watermark_id=f"{dag_id}.deletions",
                 log=ti.log if hasattr(ti, "log") else None,
+                budget_task=f"{dag_id}.deletions.{division}",
             )
 
         @task(outlets=[alias], map_index_template="{{ task.op_kwargs['pair'] }}")
@@ -219,6 +232,7 @@ def mirror_dag(
                 table_prefix=table_prefix,
                 log=ti.log if hasattr(ti, "log") else None,
                 deletions_watermark_id=f"{dag_id}.deletions",
+                budget_task=f"{dag_id}.mirror.{pair['division']}.{pair['entity']}",
             )
             label = entity_label(catalog.resolve_entity(pair["entity"]), pair["entity"])
             context["outlet_events"][alias].add(

@@ -184,3 +184,39 @@ def test_an_unreadable_ledger_never_stops_a_task() -> None:
         _budget_ledger = Broken()
 
     assert planner.ensure_budget(Hook(), "mirror.accounts") is None
+
+
+def test_mirror_task_is_rescheduled_when_its_last_cost_no_longer_fits(
+    fake: FakeExactOnline, conn: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_exactonline.mirror.dag import mirror_one
+    from airflow_provider_exactonline.operators.watermark import MemoryWatermarkStore
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EXACT_BUDGET_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "m.db")})
+    )
+    hook = _hook(conn)
+    task = "mirror.mirror.1001.crm/Accounts"
+    kwargs: dict[str, Any] = {
+        "exactonline_conn_id": CONN_ID,
+        "db_conn_id": "exact_budget_db",
+        "entity": "crm/Accounts",
+        "division": 1001,
+        "path": f"file://{tmp_path / 'out'}",
+        "watermark_id": "mirror.mirror",
+        "watermark_store": MemoryWatermarkStore(),
+        "hook": hook,
+        "budget_task": task,
+    }
+    first = mirror_one(run_id="r1", **kwargs)
+    ledger = hook._budget_ledger  # type: ignore[attr-defined]
+    cost = ledger.cost(1001, task)
+    assert first["api_calls"] >= 1 and cost == first["api_calls"]  # the export's calls, the next run's estimate
+    reset = hook.rate_limit.daily_reset
+    ledger.observe(1001, RateLimitState(40, 10 + cost - 1, reset))  # one call short of it, above the reserve
+    before = len(fake.requests)
+    with pytest.raises(AirflowRescheduleException) as info:
+        mirror_one(run_id="r2", **kwargs)
+    assert len(fake.requests) == before  # rescheduled before its first call
+    assert info.value.reschedule_date == dt.datetime.fromtimestamp(reset + 1, tz=dt.timezone.utc)  # type: ignore[operator]
+    assert ledger.day(1001).deferred[-1].startswith(f"{task} until ")
