@@ -17,7 +17,7 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-# Two workers (pytest-xdist), one test file per worker at a time, so a file's module-scoped rig is built once;
+# Three workers (pytest-xdist), one test file per worker at a time, so a file's module-scoped rig is built once;
 # the slowest files start first (tests/conftest.py). Most of the suite waits on real Airflow processes, so two
-# workers fit on two cores. PYTEST_WORKERS=0 runs it in one process.
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+# workers fit on two cores (load average about 3 during a run). PYTEST_WORKERS=0 runs it in one process.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder "$@"
