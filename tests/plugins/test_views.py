@@ -204,7 +204,7 @@ def test_budget_and_idle_warnings_are_shown_when_health_has_them(
     forget_exactonline_variables()  # budget ledgers earlier tests left for the fake's client id
     conns.put(CONN, host=fake.base_url)
     plain = client.get("/exactonline/", headers={**auth["admin"], **FRAGMENT}).text
-    assert 'class="budget"' not in plain  # nothing when the health has no budget
+    assert f'data-budget-for="{CONN}"' not in plain  # nothing when the health has no budget
 
     original = ConnectionHealth.to_dict
 
