@@ -13,7 +13,6 @@ Exact's login page (no ``allow-top-navigation``, no ``allow-popups``). See :mod:
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 try:  # Airflow 3.x
@@ -21,6 +20,8 @@ try:  # Airflow 3.x
 except ImportError:  # pragma: no cover - older layouts
     from airflow.plugins_manager import AirflowPlugin  # type: ignore[assignment]
 
+
+from airflow_provider_exactonline.plugins.lazy import LazyASGIApp
 from airflow_provider_exactonline.webhooks.plugin_app import FASTAPI_APP as WEBHOOK_RECEIVER_APP
 
 URL_PREFIX = "/exactonline"
@@ -28,28 +29,13 @@ UI_ROUTE = "exactonline"  # Airflow's UI shows the page at /plugin/exactonline
 BUNDLE_URL = "exactonline/static/exactonline-page.js"  # relative to Airflow's base URL (sub-paths work)
 
 
-class LazyExactOnlineApp:
-    """An ASGI app that builds the real FastAPI app (``plugins.app.create_app``) on its first request."""
+def _create_page_app() -> Any:
+    from airflow_provider_exactonline.plugins.app import create_app
 
-    def __init__(self) -> None:
-        self._app: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def app(self) -> Any:
-        if self._app is None:
-            with self._lock:
-                if self._app is None:
-                    from airflow_provider_exactonline.plugins.app import create_app
-
-                    self._app = create_app()
-        return self._app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+    return create_app()
 
 
-app = LazyExactOnlineApp()
+app = LazyASGIApp(_create_page_app)
 
 
 class ExactOnlinePlugin(AirflowPlugin):
