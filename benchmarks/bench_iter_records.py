@@ -37,7 +37,9 @@ CLIENT_SECRET = "bench-client-secret-0123456789"
 PAGE = 1000
 
 
-def start_fake(rows: int) -> tuple[subprocess.Popen[str], str]:
+def start_fake(rows: int, extra: dict[str, int] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """The fake in its own process with ``rows`` Accounts (and ``extra`` rows of other entities) per division."""
+    more = [arg for entity, count in (extra or {}).items() for arg in ("--rows", f"{entity}={count}")]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -52,6 +54,7 @@ def start_fake(rows: int) -> tuple[subprocess.Popen[str], str]:
             CLIENT_SECRET,
             "--rows",
             f"{ENTITY}={rows}",
+            *more,
             "--minutely-limit",
             "1000000",
             "--daily-limit",

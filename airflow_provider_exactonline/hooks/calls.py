@@ -57,6 +57,10 @@ MAX_429_RETRIES = 3
 
 _QUERY_SAFE = "$,'()/:*"
 _DIVISION_IN_PATH_RE = re.compile(r"/api/v1/(\d+)(?:/|$)")
+#: An absolute http(s) URL with nothing for requests to encode: unreserved and reserved characters and
+#: %XX escapes only (RFC 3986), no user info, no fragment; see :meth:`ApiCalls._prepare`.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(?::\d+)?(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*)?")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def division_of_url(url: str) -> int | None:
@@ -287,14 +291,14 @@ class ApiCalls(BaseHook):
             mask(token)
             started = time.monotonic()
             try:
-                response = self.session.request(
-                    method,
-                    full_url,
-                    json=json,
-                    headers={**headers, "Authorization": f"Bearer {token}"},
+                response = self.session.send(
+                    self._prepare(method, full_url, json, {**headers, "Authorization": f"Bearer {token}"}),
                     timeout=(min(10.0, self.timeout), self.timeout),
                     allow_redirects=False,
                     stream=True,  # the body is read below in one go
+                    verify=self.session.verify,
+                    cert=self.session.cert,
+                    proxies=self.session.proxies,  # resolved once, when the session was made
                 )
                 read_body(response)
             except requests.RequestException as err:
@@ -344,6 +348,24 @@ class ApiCalls(BaseHook):
             if status >= 300:
                 raise http_error(response, method, full_url)
             return response
+
+    def _prepare(self, method: str, url: str, json: Any, headers: dict[str, str]) -> requests.PreparedRequest:
+        """The request ``Session.request`` would send, without its URL parsing where the URL needs none.
+
+        Every page of an export is one call with a long URL (``$select`` of every field, about 2 KB, in each
+        ``__next`` link too); requests and urllib3 each re-parse it character by character in Python. A URL
+        that is plain ASCII with nothing left to encode (ours, and Exact's ``__next`` links) is used as it is;
+        anything else goes through requests' own preparation.
+        """
+        if not _PLAIN_URL.fullmatch(url) or _BAD_ESCAPE.search(url):
+            return self.session.prepare_request(requests.Request(method, url, headers=headers, json=json))
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(method)
+        prepared.url = url
+        prepared.prepare_headers({**self.session.headers, **headers})
+        prepared.prepare_cookies(self.session.cookies)
+        prepared.prepare_body(None, None, json)
+        return prepared
 
     # ------------------------------------------------------------------ generic API
 

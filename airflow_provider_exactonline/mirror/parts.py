@@ -112,17 +112,7 @@ def _read_part(target: Any, fmt: str, batch_rows: int) -> Iterator[list[dict[str
                     return
                 yield [orjson.loads(line) for line in lines if line.strip()]
     elif fmt == "csv":
-        import csv
-        import io
-
-        with target.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            while True:
-                # The csv module cannot tell an unquoted empty cell (None) from "" (quoted): both become None.
-                rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in islice(reader, batch_rows)]
-                if not rows:
-                    return
-                yield rows
+        yield from _read_csv(target, batch_rows)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -133,3 +123,39 @@ def _read_part(target: Any, fmt: str, batch_rows: int) -> Iterator[list[dict[str
         from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
 
         raise ExactOnlineConfigError(f"The SQL mirror cannot read export format {fmt!r}; use jsonl, csv or parquet")
+
+
+def _read_csv(target: Any, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """CSV parts as the writer wrote them: an unquoted empty cell is None, a quoted ``""`` an empty string.
+
+    pyarrow's reader keeps the two apart; Python's ``csv`` module cannot (both read as ``""``), so without
+    pyarrow an empty string loads as NULL (docs/mirror.md)."""
+    import csv
+    import io
+
+    with target.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        return
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+    except ImportError:
+        with target.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            while rows := [{k: (v if v != "" else None) for k, v in r.items()} for r in islice(reader, batch_rows)]:
+                yield rows
+        return
+    options = pa_csv.ConvertOptions(
+        column_types={name: pa.string() for name in header},  # values stay text; the loader converts them
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        null_values=[""],
+    )
+    with target.open("rb") as fh:
+        reader = pa_csv.open_csv(
+            fh, parse_options=pa_csv.ParseOptions(newlines_in_values=True), convert_options=options
+        )
+        for batch in reader:
+            for start in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(start, batch_rows).to_pylist()

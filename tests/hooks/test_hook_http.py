@@ -23,6 +23,7 @@ from airflow_provider_exactonline.exceptions import (
     ExactOnlineResponseError,
     ExactOnlineServerError,
 )
+from airflow_provider_exactonline.hooks.calls import _PLAIN_URL
 from airflow_provider_exactonline.hooks.exactonline import ExactOnlineHook, redact, snippet
 
 BASE = "https://start.exactonline.nl"
@@ -404,3 +405,34 @@ def test_token_swap_happens_once_per_request_even_across_5xx_retries(hook):
             hook.get("crm/Accounts?$filter=Blocked%20eq%20false")
         assert m.call_count == 3
     assert len(hook.token_manager.unauthorized_calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "plain"),
+    [
+        ("crm/Accounts?$select=ID,Name&$filter=Blocked%20eq%20false&$skiptoken=guid'a-1'", True),  # sent as it is
+        ("crm/Accounts?$filter=Name eq 'Caf\u00e9 Bar'", False),  # a space and non-ASCII: requests encodes it
+    ],
+)
+def test_a_call_sends_what_requests_would_prepare(hook, path, plain):
+    """The prepared request (built directly for plain URLs, see ApiCalls._prepare) matches requests' own."""
+    assert bool(_PLAIN_URL.fullmatch(hook.url(path))) is plain
+    hook.session.cookies.set("affinity", "node-7", domain="start.exactonline.nl")
+    with requests_mock.Mocker() as m:
+        m.get(re.compile(re.escape(f"{API}/crm/Accounts")), json={"d": {"results": []}})
+        m.post(f"{API}/crm/Accounts", json={"d": {"ID": "x"}}, status_code=201)
+        hook.request("GET", path, params={"$top": 5})
+        hook.request("POST", "crm/Accounts", json={"Name": "Caf\u00e9"})
+    expected = hook.session.prepare_request(
+        requests.Request(
+            "GET",
+            hook.url(path) + "&$top=5",
+            headers={"Authorization": "Bearer tok-one-aaaaaaaa"},
+        )
+    )
+    sent, posted = m.request_history
+    assert sent.url == expected.url
+    assert dict(sent.headers) == {**dict(expected.headers), **dict(sent.headers)}
+    assert sent.headers["Cookie"] == "affinity=node-7"  # the session's cookies still go along
+    assert sent.headers["Accept"] == "application/json"
+    assert posted.json() == {"Name": "Caf\u00e9"} and posted.headers["Content-Type"] == "application/json"
