@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from airflow_provider_exactonline import odata
+from airflow_provider_exactonline.exceptions import ExactOnlineConfigError
 from airflow_provider_exactonline.mirror.dialects import Dialect
 from airflow_provider_exactonline.mirror.parts import RunReader
 from airflow_provider_exactonline.mirror.schema import Column, Table
@@ -36,6 +37,7 @@ from airflow_provider_exactonline.mirror.schema import Column, Table
 STAGE = "_exactonline_mirror_stage"
 STAGE_TYPE = "_exactonline_mirror_stage_row"
 DELETED = "_exactonline_mirror_deleted"
+KEPT = "_exactonline_mirror_kept"
 
 #: ``ensure_columns(cursor, field names) -> the table's columns``: adds what is missing (schema drift).
 EnsureColumns = Callable[[Any, Iterable[str]], list[str]]
@@ -110,6 +112,37 @@ class _Load:
             _executemany(cur, statement, [(division, _deletion_key(d), int(d.get("Timestamp") or 0)) for d in batch])
             total += len(batch)
         return total
+
+    def sweep(self, cur: Any, reader: RunReader, division: int) -> int:
+        """After a complete snapshot (an entity without ``sync/`` is read whole each run): delete the division's
+        rows whose key the snapshot no longer has. The snapshot's keys go to a temporary table first."""
+        q, key = self.dialect.quote, self.table.key
+        cur.execute(f"CREATE TEMPORARY TABLE {q(KEPT)} ({q('k')} VARCHAR(200))")
+        for batch in reader.record_batches():
+            keys = [str(r[key]) for r in batch if r.get(key) is not None]  # as this run just wrote them
+            if len(keys) != len(batch):
+                raise ExactOnlineConfigError(
+                    f"A snapshot row of {self.table.name} has no {key}: the mirror cannot tell which rows were "
+                    f"deleted. Export the key field (select '*' or a list with {key})."
+                )
+            self.stage_keys(cur, keys)
+        t = q(self.table.name)
+        key_type = self.dialect.column_type(self.column(key))
+        cur.execute(
+            f"DELETE FROM {t} WHERE {q('Division')} = {int(division)} AND NOT EXISTS (SELECT 1 FROM {q(KEPT)} s "
+            f"WHERE CAST(s.{q('k')} AS {key_type}) = {t}.{q(key)})"
+        )
+        swept = max(0, int(cur.rowcount or 0))
+        cur.execute(f"DROP TABLE {q(KEPT)}")
+        return swept
+
+    def stage_keys(self, cur: Any, keys: list[str]) -> None:
+        p = self.dialect.placeholder
+        _executemany(
+            cur,
+            f"INSERT INTO {self.dialect.quote(KEPT)} ({self.dialect.quote('k')}) VALUES ({p})",
+            [(k,) for k in keys],
+        )
 
 
 class UpsertLoad(_Load):
@@ -268,6 +301,11 @@ class CopyLoad(MergeLoad):
             f"CROSS JOIN LATERAL jsonb_populate_record(NULL::{STAGE_TYPE}, s.doc) r WHERE s.seq IN ({latest}) "
             f"ON CONFLICT ({q('Division')}, {q(key)}) {conflict}"
         )
+
+    def stage_keys(self, cur: Any, keys: list[str]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows((k,) for k in keys)
+        _copy(cur, f"COPY {KEPT} (k) FROM STDIN WITH (FORMAT csv)", buffer.getvalue().encode())
 
     def deletions(self, cur: Any, batches: Iterator[list[dict[str, Any]]], division: int) -> int:
         total = 0

@@ -3,7 +3,8 @@
 Per division one ``deletions`` task reads ``sync/Deleted`` once for every mirrored entity (``deletions.py``);
 then one mapped task per (division, entity): an incremental export through ``sync/`` (the first run is a
 full load from Timestamp 0), then the load of every not yet applied run, and of the division's deletion
-runs, into the entity's table (see ``loader.py``). Each table gets an Asset ``exactonline-mirror://{db_conn_id}/{table}``
+runs, into the entity's table (see ``loader.py``). An entity without ``sync/`` is read whole each run (bulk/
+or standard endpoint) and applied as a snapshot: rows it no longer has are deleted. Each table gets an Asset ``exactonline-mirror://{db_conn_id}/{table}``
 through an AssetAlias, so downstream DAGs can be scheduled on it.
 """
 
@@ -68,19 +69,21 @@ def mirror_one(
     hook = hook or ExactOnlineHook(exactonline_conn_id)
     calls_before = hook.api_calls
     base = to_storage_path(path)
-    shared = deletions_watermark_id is not None
+    # An entity without sync/ is read whole every run (a snapshot); the loader deletes what it no longer has.
+    incremental = spec.has_variant("sync")
+    shared = deletions_watermark_id is not None and incremental
     job = DivisionExport(
         hook=hook,
         conn_id=exactonline_conn_id,
         spec=spec,
         entity=entity,
-        mode="incremental",
+        mode="incremental" if incremental else "full",
         division=int(division),
         base=base,
         run_name=safe_run_name(run_id),
         run_id=run_id,
         try_number=try_number,
-        include_deletes=not shared,
+        include_deletes=incremental and not shared,
         watermark_store=watermark_store or VariableWatermarkStore(),
         watermark_id=watermark_id,
         log=log,
@@ -165,7 +168,9 @@ def mirror_dag(
 ) -> Any:
     """Build the mirror DAG.
 
-    :param entities: catalog names (``crm/Accounts``...) or ``"all"`` for every sync entity.
+    :param entities: catalog names (``crm/Accounts``...) or ``"all"`` for every sync entity. An entity without
+        a sync endpoint (``cashflow/Banks``...) is mirrored as a snapshot: read whole each run, which costs
+        one call per 1,000 rows (bulk/) or per 60 (standard endpoint).
     :param db_conn_id: a common-sql connection (PostgreSQL or SQLite) the tables live in.
     :param divisions: ``"all"`` (every division the connection reaches) or a list.
     :param path: where export runs are kept (default: ``[exactonline] export_path``).

@@ -171,6 +171,8 @@ class MirrorLoader:
             load = LOADS[self.dialect.load_path](self.dialect, self.table, self._ensure_table, self._progress)
             rows = load.rows(cur, reader, division) if reader.row_parts else 0
             deletes = load.deletions(cur, reader.deletion_batches(self._entity_type), division)
+            if manifest.get("snapshot"):  # every row of the division: what it lacks was deleted in Exact
+                deletes += load.sweep(cur, reader, division)
             cur.execute(
                 f"INSERT INTO {q(STATE_TABLE)} ({q('table_name')}, {q('division')}, {q('run_key')}, "
                 f"{q('applied_at')}, {q('rows')}, {q('deletes')}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",

@@ -347,6 +347,8 @@ class DivisionExport:
             },
             "fields": parts.fields or fields or [],
             "filter": query_filter,
+            # Every row of the division as of this read: the mirror deletes what a snapshot no longer has.
+            "snapshot": not incremental and (full_sync or not self.filter),
             "api_calls": self.hook.api_calls - calls_before,
             "started_at": started.isoformat(),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
