@@ -11,10 +11,11 @@ What it does, printing each step:
 2. creates a SQLite metadata DB in ``--home`` (a fresh AIRFLOW_HOME), the ``exactonline_default``
    connection pointing at the fake and the ``exactonline_mirror_db`` (``sqlite``) target database;
 3. authorizes it with ``airflow-exactonline authorize exactonline_default`` (the demo "clicks" the URL);
-4. runs ``example_dags/exactonline_mirror.py`` with ``dag.test()``: a full mirror of four entities in
+4. runs ``example_dags/exactonline_mirror.py`` with ``dag.test()``: a full mirror of five entities in
    divisions 1001 and 1002;
 5. on the fake: creates, updates and deletes an account, deletes one and re-creates it with the same ID,
-   then runs the DAG again (an incremental run);
+   updates and deletes a payment condition (an entity without ``sync/``, mirrored as a snapshot), then runs
+   the DAG again (an incremental run);
 6. prints per table and division the rows in the database vs the rows in the fake, and the API calls each
    run cost (the fake counts them); exits 1 if any table differs from the fake.
 """
@@ -42,7 +43,10 @@ ENTITIES = {
     "crm/Contacts": 1.5,
     "salesinvoice/SalesInvoices": 0.5,
     "logistics/Items": 0.5,
+    "cashflow/PaymentConditions": 0.2,  # no sync/ endpoint: read whole each run, applied as a snapshot
 }
+#: What tells two versions of a row apart in the comparison: Timestamp, or a field the demo changes.
+VERSION = {"cashflow/PaymentConditions": "Description"}
 
 
 def say(message: str = "", end: str = "\n") -> None:
@@ -233,6 +237,26 @@ def change_accounts(base_url: str, division: int) -> dict[str, Any]:
     return {"created": created, "updated": updated, "deleted": deleted, "recreated": recreated}
 
 
+def change_payment_conditions(base_url: str, division: int) -> dict[str, Any]:
+    """An update and a delete of an entity without sync/: the next snapshot shows both."""
+    entity = "cashflow/PaymentConditions"
+    rows = fake_admin(base_url, f"records?entity={entity}&division={division}&limit=2")["results"]
+    updated, deleted = (r["ID"] for r in rows)
+    fake_admin(
+        base_url,
+        "mutate",
+        {
+            "entity": entity,
+            "division": division,
+            "op": "update",
+            "key": updated,
+            "data": {"Description": "Changed by the demo"},
+        },
+    )
+    fake_admin(base_url, "mutate", {"entity": entity, "division": division, "op": "delete", "key": deleted})
+    return {"condition updated": updated, "condition deleted": deleted}
+
+
 def compare(base_url: str, target: Path) -> list[dict[str, Any]]:
     """Per (table, division): the rows (ID and Timestamp) in the database vs the live rows in the fake."""
     out = []
@@ -240,10 +264,11 @@ def compare(base_url: str, target: Path) -> list[dict[str, Any]]:
         for entity in ENTITIES:
             table = table_of(entity)
             for division in DIVISIONS:
-                query = f'SELECT "ID", "Timestamp" FROM "{table}" WHERE "Division" = ?'
-                in_db = {(str(r[0]).lower(), int(r[1])) for r in db.execute(query, (division,))}
+                version = VERSION.get(entity, "Timestamp")
+                query = f'SELECT "ID", "{version}" FROM "{table}" WHERE "Division" = ?'
+                in_db = {(str(r[0]).lower(), str(r[1])) for r in db.execute(query, (division,))}
                 rows = fake_admin(base_url, f"records?entity={entity}&division={division}&limit=10000000")["results"]
-                in_fake = {(str(r["ID"]).lower(), int(r["Timestamp"])) for r in rows}
+                in_fake = {(str(r["ID"]).lower(), str(r[version])) for r in rows}
                 out.append(
                     {
                         "table": table,
@@ -301,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"      {first.run_id}: {sum(calls[0].values())} API calls")
 
         division = DIVISIONS[0]
-        say(f"[5/6] Changing Exact (crm/Accounts, division {division}): create, update, delete, delete + re-create ...")
+        say(
+            f"[5/6] Changing Exact in division {division}: crm/Accounts create, update, delete, delete + re-create; "
+            "cashflow/PaymentConditions update, delete ..."
+        )
         changed = change_accounts(base_url, division)
+        changed.update(change_payment_conditions(base_url, division))
         say("      " + ", ".join(f"{k} {v}" for k, v in changed.items()))
         say("      Run 2 (an hour later): incremental, from the committed sync/ Timestamps ...")
         second = run_mirror_dag(first_when + dt.timedelta(hours=1))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = ["crm_accounts", "crm_contacts", "salesinvoice_salesinvoices", "logistics_items"]
+TABLES = ["crm_accounts", "crm_contacts", "salesinvoice_salesinvoices", "logistics_items", "cashflow_paymentconditions"]
 
 
 def _demo_module():
@@ -41,12 +41,14 @@ def test_demo(tmp_path):
     assert sorted((t, d) for t, d, *_ in lines) == sorted((t, d) for t in TABLES for d in ("1001", "1002"))
     for table, division, in_db, in_fake, verdict, _, second_run_calls in lines:
         assert verdict == "equal" and in_db == in_fake, (table, division)
-        assert second_run_calls == "1"  # an incremental run with nothing new costs one sync/ page
+        assert second_run_calls == "1"  # one sync/ page with nothing new; the 24-row snapshot is one page too
     assert "All tables equal the fake" in result.stdout
 
     summary = json.loads((home / "demo-summary.json").read_text())
     accounts = {c["division"]: c for c in summary["comparison"] if c["table"] == "crm_accounts"}
     assert accounts[1001]["db"] == 120 and accounts[1002]["db"] == 120  # +1 created, -1 deleted in 1001
+    conditions = {c["division"]: c["db"] for c in summary["comparison"] if c["table"] == "cashflow_paymentconditions"}
+    assert conditions == {1001: 23, 1002: 24}  # the snapshot dropped the condition deleted in 1001
     changed = summary["changed"]
     assert summary["names"] == {
         changed["updated"]: "Renamed by the demo",
