@@ -92,6 +92,21 @@ def export_once(
     }
 
 
+def reference_ms() -> float:
+    """CPU milliseconds of a fixed workload (msgspec decode and encode of a synthetic 1,000-row page): how fast
+    the machine is at the moment of a run. On a shared machine it swings by 2x over an hour; figures taken at
+    different times compare only through it."""
+    import msgspec
+
+    row = {f"Field{i}": (None if i % 2 else f"value {i}") for i in range(40)} | {"ID": 12345678, "Blocked": False}
+    page = msgspec.json.encode({"d": {"results": [row] * 1000}})
+    decoder, encoder = msgspec.json.Decoder(), msgspec.json.Encoder()
+    started = time.process_time()
+    for _ in range(20):
+        encoder.encode_lines(decoder.decode(page)["d"]["results"])
+    return (time.process_time() - started) / 20 * 1000
+
+
 def child(base_url: str, fields: str, fmt: str, code: str) -> None:
     if code:  # the baseline's package, ahead of the installed (editable) one
         sys.path.insert(0, code)
@@ -105,7 +120,7 @@ def child(base_url: str, fields: str, fmt: str, code: str) -> None:
         # of imports, plugins and the connection) so the measured export counts per-row work only.
         warm = export_once(base_url, None, Path(root) / "warm-up", fmt, entity=WARM_UP_ENTITY)
         result = export_once(base_url, select, Path(root) / "export", fmt)
-        print(json.dumps({**result, "warm_up_cpu": warm["cpu"]}))
+        print(json.dumps({**result, "warm_up_cpu": warm["cpu"], "reference_ms": reference_ms()}))
 
 
 def measure(base_url: str, fields: str, fmt: str, code: str) -> dict[str, Any]:
@@ -174,15 +189,16 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"{'code':>8} {'format':>7} {'rows':>10} {'fields':>6} {'user s':>7} {'sys s':>6} {'wall s':>7} "
-        f"{'rows/CPU-s':>11} {'(median)':>9} {'peak RSS MiB':>13}"
+        f"{'rows/CPU-s':>11} {'(median)':>9} {'peak RSS MiB':>13} {'ref ms':>7}"
     )
     for (name, fmt, rows, fields), r in results.items():
         print(
             f"{name:>8} {fmt:>7} {rows:>10,} {fields:>6} {r['user']:>7.2f} {r['sys']:>6.2f} {r['wall']:>7.2f} "
-            f"{speed(r):>11,.0f} {r['median']:>9,.0f} {r['rss_kib'] / 1024:>13.0f}"
+            f"{speed(r):>11,.0f} {r['median']:>9,.0f} {r['rss_kib'] / 1024:>13.0f} {r['reference_ms']:>7.2f}"
         )
     warm_up = [r["warm_up_cpu"] for value in runs.values() for r in value]
     print(f"one-time start-up before the first export (not counted above): {min(warm_up):.2f}-{max(warm_up):.2f} CPU-s")
+    print("ref ms: CPU ms of a fixed msgspec workload right after the run (lower = the machine was faster)")
     for name in codes:
         for fmt in formats:
             for rows in sizes:

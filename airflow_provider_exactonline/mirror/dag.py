@@ -4,8 +4,8 @@ Per division one ``deletions`` task reads ``sync/Deleted`` once for every mirror
 then one mapped task per (division, entity): an incremental export through ``sync/`` (the first run is a
 full load from Timestamp 0), then the load of every not yet applied run, and of the division's deletion
 runs, into the entity's table (see ``loader.py``). An entity without ``sync/`` is read whole each run (bulk/
-or standard endpoint) and applied as a snapshot: rows it no longer has are deleted. Each table gets an Asset ``exactonline-mirror://{db_conn_id}/{table}``
-through an AssetAlias, so downstream DAGs can be scheduled on it.
+or standard endpoint) and applied as a snapshot: rows it no longer has are deleted. Each table gets an Asset
+``exactonline-mirror://{db_conn_id}/{table}`` through an AssetAlias, so downstream DAGs can be scheduled on it.
 """
 
 from __future__ import annotations
