@@ -221,19 +221,25 @@ def api_calls(base_url: str) -> dict[str, int]:
     return out
 
 
+def mutate(base_url: str, entity: str, division: int, op: str, **payload: Any) -> Any:
+    """One create, update or delete on the fake, as another Exact user would make it."""
+    return fake_admin(base_url, "mutate", {"entity": entity, "division": division, "op": op, **payload})
+
+
 def change_accounts(base_url: str, division: int) -> dict[str, Any]:
     """A create, an update, a delete and a delete-then-re-create (same ID) on the fake, as another user would."""
     accounts = fake_admin(base_url, f"records?entity=crm/Accounts&division={division}&limit=3")["results"]
     updated, deleted, recreated = (a["ID"] for a in accounts)
-
-    def mutate(payload: dict[str, Any]) -> Any:
-        return fake_admin(base_url, "mutate", {"entity": "crm/Accounts", "division": division, **payload})
-
-    created = mutate({"op": "create", "data": {"Name": "Demo Nieuw BV", "Code": "DEMO1", "City": "Utrecht"}})["ID"]
-    mutate({"op": "update", "key": updated, "data": {"Name": "Renamed by the demo"}})
-    mutate({"op": "delete", "key": deleted})
-    mutate({"op": "delete", "key": recreated})
-    mutate({"op": "create", "data": {"ID": recreated, "Name": "Re-created by the demo", "Code": "DEMO2"}})
+    entity = "crm/Accounts"
+    created = mutate(
+        base_url, entity, division, "create", data={"Name": "Demo Nieuw BV", "Code": "DEMO1", "City": "Utrecht"}
+    )["ID"]
+    mutate(base_url, entity, division, "update", key=updated, data={"Name": "Renamed by the demo"})
+    mutate(base_url, entity, division, "delete", key=deleted)
+    mutate(base_url, entity, division, "delete", key=recreated)
+    mutate(
+        base_url, entity, division, "create", data={"ID": recreated, "Name": "Re-created by the demo", "Code": "DEMO2"}
+    )
     return {"created": created, "updated": updated, "deleted": deleted, "recreated": recreated}
 
 
@@ -242,18 +248,8 @@ def change_payment_conditions(base_url: str, division: int) -> dict[str, Any]:
     entity = "cashflow/PaymentConditions"
     rows = fake_admin(base_url, f"records?entity={entity}&division={division}&limit=2")["results"]
     updated, deleted = (r["ID"] for r in rows)
-    fake_admin(
-        base_url,
-        "mutate",
-        {
-            "entity": entity,
-            "division": division,
-            "op": "update",
-            "key": updated,
-            "data": {"Description": "Changed by the demo"},
-        },
-    )
-    fake_admin(base_url, "mutate", {"entity": entity, "division": division, "op": "delete", "key": deleted})
+    mutate(base_url, entity, division, "update", key=updated, data={"Description": "Changed by the demo"})
+    mutate(base_url, entity, division, "delete", key=deleted)
     return {"condition updated": updated, "condition deleted": deleted}
 
 
