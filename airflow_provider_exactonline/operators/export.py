@@ -378,7 +378,7 @@ class DivisionExport:
         a hook without ``iter_decoded_pages`` gives dicts, cleaned here."""
         options: dict[str, Any] = {"select": fields, "filter": query_filter, "division": self.division}
         if hasattr(self.hook, "iter_decoded_pages"):
-            decoder = PageDecoder(convert_dates=self.convert_dates, timezone=timezone)
+            decoder = PageDecoder(convert_dates=self.convert_dates, timezone=timezone, text=self.fmt == "jsonl")
             yield from self.hook.iter_decoded_pages(api_path, decoder, **options)
             return
         for page in self.hook.iter_pages(api_path, **options):

@@ -1,10 +1,12 @@
 """Export pages decoded straight into compact rows, with the output of the record-by-record path.
 
-An export reads thousands of pages of the same shape. :class:`PageDecoder` decodes the first page
-the usual way (orjson to dicts, then :func:`~airflow_provider_exactonline.operators.writers.clean_record`)
-and learns its *layout*: the field names in the order Exact sent them. Later pages are decoded by
-msgspec into a Struct of that layout, without a dict per row, and written as JSON Lines in one
-``encode_lines`` call. That path is taken only where it writes exactly what the dict path writes:
+An export reads thousands of pages of the same shape. For JSON Lines, :class:`PageDecoder` first
+tries to keep a page as Exact's own JSON text (:mod:`~airflow_provider_exactonline.operators.textpages`:
+no value is decoded at all). Otherwise it decodes the first page the usual way (orjson to dicts,
+then :func:`~airflow_provider_exactonline.operators.writers.clean_record`) and learns its *layout*:
+the field names in the order Exact sent them. Later pages are decoded by msgspec into a Struct of
+that layout, without a dict per row (CSV and Parquet read columns of it; JSON Lines are written in
+one ``encode_lines`` call). That path is taken only where it writes exactly what the dict path writes:
 
 - every row has exactly the layout's fields (``__metadata`` aside, which is dropped);
 - every value is a string, boolean, null, an integer that fits 64 bits, or a float below 1e16 in
@@ -12,8 +14,8 @@ msgspec into a Struct of that layout, without a dict per row, and written as JSO
   floats); an object such as ``{"__deferred": ...}`` or a list falls back too;
 - ``convert_dates`` is off (dates become datetimes in the dict path only).
 
-Any page that does not fit is decoded the usual way, so the output never depends on which path
-a page took. Exact serializes one entity's rows with one fixed key order, which the layout keeps.
+Any page that does not fit is decoded the usual way, so what a page holds never depends on which
+path it took. Exact serializes one entity's rows with one fixed key order, which the layout keeps.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import requests
 from airflow_provider_exactonline import odata
 from airflow_provider_exactonline.hooks.errors import d_of
 from airflow_provider_exactonline.hooks.reads import collection_of
+from airflow_provider_exactonline.operators.textpages import TextPage, text_page
 
 #: The values the Struct path accepts (see the module docstring for the bounds).
 _Scalar = (
@@ -41,7 +44,7 @@ _Scalar = (
 )
 _METADATA = "__metadata"
 _META_ATTR = "meta_"
-#: After this many pages that did not fit the layout, an export stops trying it.
+#: After this many pages that did not fit the layout (or the text path), an export stops trying it.
 MAX_LAYOUT_MISSES = 3
 _ENCODER = msgspec.json.Encoder()
 
@@ -85,6 +88,7 @@ class Layout:
             rename={**dict(zip(attrs, self.keys, strict=True)), _META_ATTR: _METADATA},
             forbid_unknown_fields=True,
             omit_defaults=True,  # only ``__metadata`` has a default: it is never written
+            gc=False,  # scalars only, so no cycles: the collector need not track a page's thousand rows
         )
         rows: Any = list[row]  # type: ignore[valid-type]
         data = msgspec.defstruct("ExportD", [("results", rows), ("next", str | None, None)], rename={"next": "__next"})
@@ -165,11 +169,11 @@ class StructPage:
         return _ENCODER.encode_lines(self.rows)
 
 
-RowPage = DictPage | StructPage
+RowPage = DictPage | StructPage | TextPage
 
 
 def as_page(records: RowPage | Sequence[Mapping[str, Any]]) -> RowPage:
-    return records if isinstance(records, (DictPage, StructPage)) else DictPage(records)
+    return records if isinstance(records, (DictPage, StructPage, TextPage)) else DictPage(records)
 
 
 def max_int(page: RowPage, name: str, start: int) -> int:
@@ -181,15 +185,27 @@ def max_int(page: RowPage, name: str, start: int) -> int:
 class PageDecoder:
     """``decode(response, path)`` for :meth:`ExactOnlineHook.iter_decoded_pages` (see the module docstring)."""
 
-    def __init__(self, *, convert_dates: bool = False, timezone: str = odata.DEFAULT_EXACT_TIMEZONE) -> None:
+    def __init__(
+        self, *, convert_dates: bool = False, timezone: str = odata.DEFAULT_EXACT_TIMEZONE, text: bool = False
+    ) -> None:
         self.convert_dates = convert_dates
         self.timezone = timezone
+        #: JSON Lines output: pages are kept as Exact's JSON text where they can be (``operators/textpages.py``).
+        self.text = text and not convert_dates
         self.layout: Layout | None = None
         self.misses = 0
+        self.text_misses = 0
+        self.text_pages = 0
         self.struct_pages = 0
         self.dict_pages = 0
 
     def __call__(self, response: requests.Response, path: str) -> tuple[RowPage, str | None]:
+        if self.text and self.text_misses < MAX_LAYOUT_MISSES:
+            found = text_page(response.content)
+            if found is not None:
+                self.text_pages += 1
+                return found
+            self.text_misses += 1
         if self.layout is not None:
             try:
                 page = self.layout.decoder.decode(response.content)
