@@ -227,14 +227,39 @@ class ApiCalls(BaseHook):
         ``purpose`` ("read", "write" or "admin") tells the rate limiter what the call is for;
         default: "read" for GET, "write" for anything else.
         """
-        method = method.upper()
         url = self.url(path_or_url, division)
+        return self._request(
+            method.upper(), url, self._encode_params(params), json=json, headers=headers, purpose=purpose
+        )
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        query: str | None,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        purpose: str | None = None,
+        filter_checked: bool = False,
+    ) -> requests.Response:
+        """:meth:`request` of an absolute URL and an encoded query. ``filter_checked``: the query was
+        checked against Exact's mandatory filtering already (a catalog read), or Exact wrote it (a
+        ``__next`` link), so it is not parsed again for every page."""
         call = _CallInfo(division_of_url(url), purpose or ("read" if method == "GET" else "write"))
         self._check_host(url)
-        query = self._encode_params(params)
-        if method == "GET":
+        if method == "GET" and not filter_checked:
             check_raw_collection_filter(url, query)
-        retryer = tenacity.Retrying(
+        # Shared by all attempts: one token swap and MAX_429_RETRIES waits per request, not per attempt.
+        try:
+            return self._retrying(self._call, method, url, query, json, dict(headers or {}), call)
+        except Transient as transient:
+            raise transient.error from transient.__cause__
+
+    @cached_property
+    def _retrying(self) -> tenacity.Retrying:
+        """The retry policy of every call (one per hook: a hook makes one call at a time)."""
+        return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=tenacity.wait_exponential_jitter(
                 multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
@@ -244,11 +269,6 @@ class ApiCalls(BaseHook):
             before_sleep=self._log_retry,
             reraise=True,
         )
-        # Shared by all attempts: one token swap and MAX_429_RETRIES waits per request, not per attempt.
-        try:
-            return retryer(self._call, method, url, query, json, dict(headers or {}), call)
-        except Transient as transient:
-            raise transient.error from transient.__cause__
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -306,13 +326,14 @@ class ApiCalls(BaseHook):
             self._api_calls += 1
             status = response.status_code
             self.rate_limiter.after_call(call.division, response.headers, status)
-            self.log.debug(
-                "Exact Online %s %s -> %s (%.0f ms)",
-                method,
-                loggable(full_url),
-                status,
-                (time.monotonic() - started) * 1000,
-            )
+            if self.log.isEnabledFor(logging.DEBUG):
+                self.log.debug(
+                    "Exact Online %s %s -> %s (%.0f ms)",
+                    method,
+                    loggable(full_url),
+                    status,
+                    (time.monotonic() - started) * 1000,
+                )
             if status == 401 and not call.swapped:
                 call.swapped = True
                 new_token = self.token_manager.on_unauthorized(token)

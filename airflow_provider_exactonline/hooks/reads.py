@@ -10,7 +10,7 @@ import requests
 from airflow_provider_exactonline import odata
 from airflow_provider_exactonline.exceptions import ExactOnlineConfigError, ExactOnlineResponseError
 from airflow_provider_exactonline.hooks.calls import ApiCalls, division_of_url
-from airflow_provider_exactonline.hooks.errors import loggable, snippet
+from airflow_provider_exactonline.hooks.errors import d_of, loggable, snippet
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -176,16 +176,17 @@ class Reads(ApiCalls):
         self, url: str, params: dict[str, Any], path: str, top: int | None, decode: PageDecode[Any] | None = None
     ) -> Iterator[Any]:
         next_url: str | None = url
-        next_params: dict[str, Any] | None = params
+        query = self._encode_params(params)
         remaining = top
         while next_url:
+            # The first query was checked by _collection_query; the next ones are Exact's own links.
+            response = self._request("GET", next_url, query, purpose="read", filter_checked=True)
             if decode is None:
-                results, next_url = collection_of(self.get(next_url, params=next_params), path)
+                results, next_url = collection_of(d_of(response, "GET", response.url), path)
             else:
-                response = self.request("GET", next_url, params=next_params, purpose="read")
                 results, next_url = decode(response, path)
-                del response
-            next_params = None
+            del response
+            query = None
             if remaining is not None:
                 results = results[:remaining]
                 remaining -= len(results)

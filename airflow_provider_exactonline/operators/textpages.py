@@ -3,8 +3,9 @@
 A JSON Lines export need not turn 144 values a row into Python objects and back into JSON. msgspec
 validates the page and hands over each row as its JSON text (``msgspec.Raw``); a second, typed pass
 over the same body reads only each row's ``__metadata`` (to cut it out) and ``Timestamp`` (for the
-watermark). The page is then written with one join. For wide rows this costs about half of decoding
-and encoding the values (``operators/rowpages.py``); docs/operators.md, "Performance", has the figures.
+watermark). The rows' text after their metadata becomes the page's lines in one join. For wide rows
+this costs about half of decoding and encoding the values (``operators/rowpages.py``);
+docs/operators.md, "Performance", has the figures.
 
 A page takes this path only where the result is certain to be one JSON object a line with the
 values Exact sent:
@@ -22,6 +23,9 @@ too where Exact's text is compact and has no escapes (``\\/``, ``\\u00fc``), whi
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -63,40 +67,58 @@ _HEADS = msgspec.json.Decoder(_PageHeads)
 
 
 class TextPage:
-    """A page as JSON text: each row's text after its ``__metadata`` (``opener`` puts back the ``{``)."""
+    """A page as JSON Lines text (``data``, ``count`` lines, one row each) and the rows' ``Timestamp``."""
 
-    def __init__(self, bodies: list[Any], opener: bytes, timestamps: list[int | None]) -> None:
-        self.bodies = bodies
-        self.opener = opener
+    def __init__(self, data: bytes, count: int, timestamps: list[int | None]) -> None:
+        self.data = data
+        self.count = count
         self.timestamps = timestamps
 
     def __len__(self) -> int:
-        return len(self.bodies)
+        return self.count
 
     def __getitem__(self, index: slice) -> TextPage:
-        return TextPage(self.bodies[index], self.opener, self.timestamps[index])
+        start, stop, _ = index.indices(self.count)
+        stop = max(start, stop)
+        if (start, stop) == (0, self.count):
+            return self  # the whole page: what a part file takes of nearly every page
+        return TextPage(self.data[self._offset(start) : self._offset(stop)], stop - start, self.timestamps[index])
+
+    def _offset(self, line: int) -> int:
+        """Where line ``line`` starts (``len(data)`` past the last one)."""
+        offset = 0
+        for _ in range(line):
+            offset = self.data.index(b"\n", offset) + 1
+        return offset
 
     def jsonl(self) -> bytes:
-        """``{row}\\n{row}\\n…`` in one join (no copy per row)."""
-        count = len(self.bodies)
-        if not count:
-            return b""
-        pieces: list[Any] = [b"\n" + self.opener] * (2 * count + 1)
-        pieces[0], pieces[-1] = self.opener, b"\n"
-        pieces[1::2] = self.bodies
-        return b"".join(pieces)
+        return self.data
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.jsonl().splitlines()]
+        return [orjson.loads(line) for line in self.data.splitlines()]
 
     def keys(self) -> list[str]:
-        return list(orjson.loads(self.opener + bytes(self.bodies[0]))) if self.bodies else []
+        return list(orjson.loads(self.data[: self._offset(1)])) if self.count else []
 
     def column(self, name: str) -> list[Any]:
         if name == "Timestamp":
             return self.timestamps
         return [record.get(name) for record in self.records]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Cutting a page makes a few memoryviews a row, which the garbage collector tracks. Collections they
+    would set off (of every object in the task process, 0.1 s each with Airflow loaded) find nothing to
+    free: every one of them is gone by the end of the page."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def text_page(body: bytes) -> tuple[TextPage, str | None] | None:
@@ -111,14 +133,25 @@ def text_page(body: bytes) -> tuple[TextPage, str | None] | None:
         return None
     rows = page.d.results
     timestamps = [head.timestamp for head in heads]
+    next_url = page.d.next or None
+    if not rows:
+        return TextPage(b"", 0, timestamps), next_url
     if not any(len(head.metadata) for head in heads):
-        return TextPage(rows, b"", timestamps), page.d.next or None
-    bodies = []
-    for row, head in zip(rows, heads, strict=True):
+        return TextPage(b"\n".join(rows) + b"\n", len(rows), timestamps), next_url
+    with _collector_paused():
+        data = _lines_without_metadata(rows, heads)  # its memoryviews are gone when it returns
+    return None if data is None else (TextPage(data, len(rows), timestamps), next_url)
+
+
+def _lines_without_metadata(rows: list[msgspec.Raw], heads: list[_Head]) -> bytes | None:
+    """``{`` + each row's text after its metadata + newline, in one join; None if a row does not open with
+    its metadata object (``{"__metadata":{…},``)."""
+    pieces: list[Any] = [b"\n{"] * (2 * len(rows) + 1)
+    pieces[0], pieces[-1] = b"{", b"\n"
+    for at, (row, head) in enumerate(zip(rows, heads, strict=True), 1):
         view = memoryview(row)
         comma = _METADATA_VALUE_AT + len(head.metadata)
-        # The row opens with its metadata object and nothing between it and the next field.
         if len(view) <= comma or view[_HEAD] != _ROW_WITH_METADATA or view[comma] != _COMMA:
             return None
-        bodies.append(view[comma + 1 :])
-    return TextPage(bodies, b"{", timestamps), page.d.next or None
+        pieces[2 * at - 1] = view[comma + 1 :]
+    return b"".join(pieces)

@@ -72,7 +72,7 @@ def test_a_page_becomes_its_rows_text_without_metadata():
 def test_rows_without_metadata_are_written_verbatim():
     bare = [{k: v for k, v in r.items() if k != "__metadata"} for r in ROWS]
     page, next_url = text_page(body(bare, None))  # type: ignore[misc]
-    assert next_url is None and page.opener == b"" and page.jsonl() == reference(body(bare))
+    assert next_url is None and page.jsonl() == reference(body(bare))
 
 
 def test_exacts_escapes_are_kept_and_mean_the_same():
@@ -165,3 +165,43 @@ def test_part_files_split_a_text_page_where_the_rows_per_part_say(tmp_path):
     assert [p["rows"] for p in parts.parts] == [4, 4, 2] and parts.fields == page.keys()
     written = b"".join((tmp_path / p["file"]).read_bytes() for p in parts.parts)
     assert written == reference(body(ROWS))
+
+
+def collections_while_cutting(monkeypatch: pytest.MonkeyPatch, paused: bool) -> list[int]:
+    """How many collections cutting a 1,000-row page sets off with a collection at every tracked allocation."""
+    import contextlib
+    import gc
+
+    from airflow_provider_exactonline.operators import textpages
+
+    if not paused:
+        monkeypatch.setattr(textpages, "_collector_paused", contextlib.nullcontext)
+    raw = body(ROWS * 100)
+    seen: list[int] = []
+    threshold = gc.get_threshold()
+    gc.callbacks.append(lambda phase, info: seen.append(info["generation"]) if phase == "start" else None)
+    gc.set_threshold(1)
+    try:
+        page, _ = text_page(raw)  # type: ignore[misc]
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.pop()
+    assert len(page) == 1000
+    return seen
+
+
+def test_the_garbage_collector_is_paused_while_a_page_is_cut(monkeypatch):
+    assert len(collections_while_cutting(monkeypatch, paused=True)) < 20  # the decoding's few containers
+    assert len(collections_while_cutting(monkeypatch, paused=False)) > 1000  # a few per row
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_left_as_it_was(enabled):
+    import gc
+
+    gc.enable() if enabled else gc.disable()
+    try:
+        assert text_page(body(ROWS)) is not None and gc.isenabled() is enabled
+        assert text_page(body([{"ID": "x", **row(1)}])) is None and gc.isenabled() is enabled  # returned early
+    finally:
+        gc.enable()
