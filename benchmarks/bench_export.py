@@ -100,7 +100,7 @@ def reference_ms() -> float:
     return (time.process_time() - started) / 20 * 1000
 
 
-def child(base_url: str, fields: str, fmt: str, code: str) -> None:
+def child(base_url: str, fields: str, fmt: str, code: str, target: str) -> None:
     if code:  # the baseline's package, ahead of the installed (editable) one
         sys.path.insert(0, code)
     import airflow_provider_exactonline
@@ -108,7 +108,7 @@ def child(base_url: str, fields: str, fmt: str, code: str) -> None:
     assert not code or airflow_provider_exactonline.__file__.startswith(code), airflow_provider_exactonline.__file__
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
     select = None if fields == "all" else SELECT_10
-    with tempfile.TemporaryDirectory() as root:
+    with tempfile.TemporaryDirectory(dir=target or None) as root:
         # A task process has Airflow loaded before its first export; this one loads it here (about 0.5 CPU-s
         # of imports, plugins and the connection) so the measured export counts per-row work only.
         warm = export_once(base_url, None, Path(root) / "warm-up", fmt, entity=WARM_UP_ENTITY)
@@ -119,9 +119,12 @@ def child(base_url: str, fields: str, fmt: str, code: str) -> None:
         print(json.dumps({**result, "warm_up_cpu": warm["cpu"], "reference_ms": reference_ms()}))
 
 
-def measure(base_url: str, fields: str, fmt: str, code: str) -> dict[str, Any]:
+def measure(base_url: str, fields: str, fmt: str, code: str, target: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", base_url, fields, fmt, code], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", base_url, fields, fmt, code, target],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -147,13 +150,14 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
-        child(*argv[1:5])
+        child(*argv[1:6])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sizes", nargs="*", type=int, help="row counts besides 100,000")
     parser.add_argument("--baseline", help="git revision to compare with, in the same run")
     parser.add_argument("--formats", default="jsonl", help="comma-separated: jsonl, parquet, csv")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best and median are shown)")
+    parser.add_argument("--target", default="", help="directory the exports write to (default: the temp dir)")
     args = parser.parse_args(argv)
     sizes = [100_000] + [n for n in args.sizes if n != 100_000]
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -170,7 +174,7 @@ def main(argv: list[str]) -> int:
                     for fmt in formats:
                         for fields in ("all", "10"):
                             for name, code in codes.items():
-                                result = measure(base_url, fields, fmt, code)
+                                result = measure(base_url, fields, fmt, code, args.target)
                                 runs.setdefault((name, fmt, rows, fields), []).append(result)
                                 if result["rows"] != rows:
                                     print(f"  FAIL: {rows} rows expected, {result['rows']} exported", file=sys.stderr)

@@ -49,6 +49,7 @@ from airflow_provider_exactonline.hooks.errors import (
     transport_error,
 )
 from airflow_provider_exactonline.ratelimit import RateLimiter, RateLimitState, build_rate_limiter
+from airflow_provider_exactonline.transport import ExactOnlineAdapter
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ class ApiCalls(BaseHook):
         if bundle:
             session.verify = bundle
         session.trust_env = False  # settled above; netrc credentials are never wanted (we send a bearer token)
+        for prefix in ("https://", "http://"):
+            session.mount(prefix, ExactOnlineAdapter())
         return session
 
     @property
