@@ -124,6 +124,15 @@ def select_fields(spec: Any, variant: str, select: str | Sequence[str] | None) -
     return fields
 
 
+def may_link(spec: Any, variant: str, fields: list[str] | None) -> bool:
+    """Whether Exact may answer with deferred navigation links (``{"__deferred": …}``): it writes them only
+    for navigation properties, which it sends when the query has no ``$select`` or selects one."""
+    navigation = getattr(spec, "navigation_fields", None)
+    if fields is None or not callable(navigation):
+        return True
+    return not set(fields).isdisjoint(navigation(variant))
+
+
 def field_types(spec: Any, variant: str) -> dict[str, str | None]:
     if spec is None:
         return {}
@@ -295,7 +304,7 @@ class DivisionExport:
         parts = _PartSet(self.tmp_dir, "part", self.fmt, fields, types, self.rows_per_part)
         max_ts = wm_from
         try:
-            for page in self._pages(api_path, fields, query_filter, timezone):
+            for page in self._pages(api_path, fields, query_filter, timezone, may_link(self.spec, variant, fields)):
                 if incremental or full_sync:
                     max_ts = max_int(page, "Timestamp", max_ts)
                 parts.write(page)
@@ -370,15 +379,16 @@ class DivisionExport:
         return _summary_of(manifest, path=str(self.final_dir))
 
     def _pages(
-        self, api_path: str, fields: list[str] | None, query_filter: str | None, timezone: str
+        self, api_path: str, fields: list[str] | None, query_filter: str | None, timezone: str, links: bool
     ) -> Iterator[RowPage]:
         """The entity's pages, cleaned (``__metadata`` and deferred links dropped), one at a time.
 
         A real hook decodes them into compact rows (:mod:`~airflow_provider_exactonline.operators.rowpages`);
-        a hook without ``iter_decoded_pages`` gives dicts, cleaned here."""
+        a hook without ``iter_decoded_pages`` gives dicts, cleaned here. ``links``: see :func:`may_link`."""
         options: dict[str, Any] = {"select": fields, "filter": query_filter, "division": self.division}
         if hasattr(self.hook, "iter_decoded_pages"):
-            decoder = PageDecoder(convert_dates=self.convert_dates, timezone=timezone, text=self.fmt == "jsonl")
+            text = self.fmt == "jsonl"
+            decoder = PageDecoder(convert_dates=self.convert_dates, timezone=timezone, text=text, links=links)
             yield from self.hook.iter_decoded_pages(api_path, decoder, **options)
             return
         for page in self.hook.iter_pages(api_path, **options):

@@ -179,19 +179,28 @@ def as_page(records: RowPage | Sequence[Mapping[str, Any]]) -> RowPage:
 def max_int(page: RowPage, name: str, start: int) -> int:
     """The largest integer value of field ``name`` in ``page`` (None values skipped), at least ``start``."""
     values = [v for v in page.column(name) if v is not None]
-    return max(start, max(map(int, values))) if values else start
+    if not values:
+        return start
+    return max(start, max(values) if set(map(type, values)) == {int} else max(map(int, values)))
 
 
 class PageDecoder:
     """``decode(response, path)`` for :meth:`ExactOnlineHook.iter_decoded_pages` (see the module docstring)."""
 
     def __init__(
-        self, *, convert_dates: bool = False, timezone: str = odata.DEFAULT_EXACT_TIMEZONE, text: bool = False
+        self,
+        *,
+        convert_dates: bool = False,
+        timezone: str = odata.DEFAULT_EXACT_TIMEZONE,
+        text: bool = False,
+        links: bool = True,
     ) -> None:
         self.convert_dates = convert_dates
         self.timezone = timezone
         #: JSON Lines output: pages are kept as Exact's JSON text where they can be (``operators/textpages.py``).
         self.text = text and not convert_dates
+        #: Whether pages may hold deferred navigation links (False: the query selected no navigation property).
+        self.links = links
         self.layout: Layout | None = None
         self.misses = 0
         self.text_misses = 0
@@ -201,7 +210,7 @@ class PageDecoder:
 
     def __call__(self, response: requests.Response, path: str) -> tuple[RowPage, str | None]:
         if self.text and self.text_misses < MAX_LAYOUT_MISSES:
-            found = text_page(response.content)
+            found = text_page(response.content, links=self.links)
             if found is not None:
                 self.text_pages += 1
                 return found

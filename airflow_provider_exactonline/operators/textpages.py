@@ -11,7 +11,9 @@ A page takes this path only where the result is certain to be one JSON object a 
 values Exact sent:
 
 - the body has no line break (a row of a pretty-printed page would span lines) and no
-  ``"__deferred":`` (deferred navigation links are dropped from exports, which the other paths do);
+  ``"__deferred":`` (deferred navigation links are dropped from exports, which the other paths do;
+  Exact writes them only for navigation properties, so a query that selects none skips this search,
+  a millisecond a page of 1,000 wide rows);
 - every row starts with its ``__metadata`` object, written as Exact writes it (``{"__metadata":{…},``),
   or no row has one;
 - every ``Timestamp`` is an integer or null.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -35,7 +38,7 @@ _ROW_WITH_METADATA = b'{"__metadata":{'
 _METADATA_VALUE_AT = len(b'{"__metadata":')
 _HEAD = slice(0, len(_ROW_WITH_METADATA))
 _COMMA = ord(",")
-_NOT_ON_THIS_PATH = (b"\n", b"\r", b'"__deferred":')
+_DEFERRED_LINK = b'"__deferred":'
 
 
 class _RowsText(msgspec.Struct):
@@ -63,6 +66,7 @@ class _PageHeads(msgspec.Struct):
 
 
 _TEXT = msgspec.json.Decoder(_PageText)
+_TIMESTAMP = attrgetter("timestamp")
 _HEADS = msgspec.json.Decoder(_PageHeads)
 
 
@@ -121,10 +125,10 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def text_page(body: bytes) -> tuple[TextPage, str | None] | None:
+def text_page(body: bytes, *, links: bool = True) -> tuple[TextPage, str | None] | None:
     """The page in ``body`` as a :class:`TextPage` and its ``__next`` link, or None where this path does
-    not apply (see the module docstring)."""
-    if any(marker in body for marker in _NOT_ON_THIS_PATH):
+    not apply (see the module docstring). ``links=False``: the query selected no navigation property."""
+    if b"\n" in body or b"\r" in body or (links and _DEFERRED_LINK in body):
         return None
     try:
         page = _TEXT.decode(body)
@@ -132,7 +136,7 @@ def text_page(body: bytes) -> tuple[TextPage, str | None] | None:
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     rows = page.d.results
-    timestamps = [head.timestamp for head in heads]
+    timestamps = list(map(_TIMESTAMP, heads))
     next_url = page.d.next or None
     if not rows:
         return TextPage(b"", 0, timestamps), next_url

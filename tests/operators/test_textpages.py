@@ -205,3 +205,28 @@ def test_the_collector_is_left_as_it_was(enabled):
         assert text_page(body([{"ID": "x", **row(1)}])) is None and gc.isenabled() is enabled  # returned early
     finally:
         gc.enable()
+
+
+def test_without_navigation_properties_selected_the_deferred_search_is_skipped():
+    linked = body([row(1, Lines={"__deferred": {"uri": "x"}})])
+    assert text_page(linked) is None  # the search finds the link: the page goes to the other paths
+    page, _ = text_page(linked, links=False)  # type: ignore[misc]
+    assert b'"__deferred"' in page.jsonl()  # not searched for: the caller vouched that there is none
+
+
+def test_the_export_searches_for_links_only_where_the_query_can_return_them():
+    from airflow_provider_exactonline.catalog import resolve_entity
+    from airflow_provider_exactonline.operators.export import may_link, select_fields
+
+    accounts = resolve_entity("crm/Accounts")
+    navigation = accounts.navigation_fields("standard")
+    assert navigation and not may_link(accounts, "sync", select_fields(accounts, "sync", "*"))
+    assert may_link(accounts, "standard", ["ID", navigation[0]]) and may_link(accounts, "standard", None)
+    assert may_link(None, "standard", ["ID"])  # an entity the catalog lacks: unknown, so searched
+
+
+def test_max_int_reads_integers_written_as_text_too():
+    from airflow_provider_exactonline.operators.rowpages import DictPage
+
+    assert max_int(DictPage([{"T": "5"}, {"T": "10"}, {"T": None}]), "T", 0) == 10
+    assert max_int(DictPage([{"T": 5}, {"T": 10}]), "T", 7) == 10 and max_int(DictPage([{"T": None}]), "T", 7) == 7
