@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from operator import attrgetter
+from functools import partial
+from operator import attrgetter, is_not
 from typing import Annotated, Any
 
 import msgspec
@@ -43,6 +44,7 @@ _Scalar = (
     | None
 )
 _METADATA = "__metadata"
+_NOT_NONE = partial(is_not, None)
 _META_ATTR = "meta_"
 #: After this many pages that did not fit the layout (or the text path), an export stops trying it.
 MAX_LAYOUT_MISSES = 3
@@ -178,7 +180,7 @@ def as_page(records: RowPage | Sequence[Mapping[str, Any]]) -> RowPage:
 
 def max_int(page: RowPage, name: str, start: int) -> int:
     """The largest integer value of field ``name`` in ``page`` (None values skipped), at least ``start``."""
-    values = [v for v in page.column(name) if v is not None]
+    values = list(filter(_NOT_NONE, page.column(name)))
     if not values:
         return start
     return max(start, max(values) if set(map(type, values)) == {int} else max(map(int, values)))
