@@ -106,23 +106,28 @@ def reference_ms() -> float:
     return (time.process_time() - started) / 20 * 1000
 
 
-#: About what an export writes per row (JSON Lines), to size the memory warm-up before a run.
-OUTPUT_BYTES_PER_ROW = {"all": 3_400, "10": 300}
-
-
-def back_memory(target: str, size: int) -> float:
-    """Write ``size`` bytes to a throwaway file under ``target`` and delete it; returns the system CPU-seconds
-    that cost. A VM's host backs guest memory when the guest first touches it, and takes memory that stood
-    free a while back: here the first 3.3 GB written to /dev/shm cost 8.9 s of system time and the same
-    bytes again right after 1.5 s (dd). Run just before an export, this leaves it pages that are backed
-    already, as a worker host that has run a while has them; the cost it takes away is printed."""
-    chunk = bytes(4 << 20)
-    before = os.times()
+def plain_writer(target: str, size: int, chunks: int, seconds: float) -> None:
+    """A control, run as its own process: write ``size`` bytes in ``chunks`` writes spread over ``seconds``
+    (an export's own pace) to a file under ``target``, then print its CPU-seconds. What this costs is what
+    storing an export's output costs on the machine, whoever writes it."""
+    chunk = bytes(max(1, size // max(1, chunks)))
+    started, before = time.monotonic(), os.times()
     with tempfile.NamedTemporaryFile(dir=target or None) as fh:
-        for _ in range(-(-size // len(chunk))):
+        for n in range(chunks):
             fh.write(chunk)
-        fh.flush()
-    return os.times().system - before.system
+            time.sleep(max(0.0, started + seconds * (n + 1) / chunks - time.monotonic()))
+        after = os.times()
+    print(json.dumps({"user": after.user - before.user, "sys": after.system - before.system}))
+
+
+def control(target: str, result: dict[str, Any]) -> dict[str, Any]:
+    """:func:`plain_writer` for the bytes, pages and wall time of one export ``result``."""
+    pages = max(1, -(-int(result["rows"]) // 1000))
+    args = [str(result["bytes"]), str(pages), str(result["wall"])]
+    out = subprocess.run(
+        [sys.executable, __file__, "--plain-writer", target, *args], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def exporter_cores() -> set[int] | None:
@@ -155,6 +160,7 @@ def child(base_url: str, fields: str, fmt: str, code: str, target: str) -> None:
         # 0.1 s) that earlier work made due would otherwise land in a random run.
         gc.collect()
         result = export_once(base_url, select, Path(root) / "export", fmt)
+        result["bytes"] = sum(p.stat().st_size for p in (Path(root) / "export").rglob("*") if p.is_file())
         print(json.dumps({**result, "warm_up_cpu": warm["cpu"], "reference_ms": reference_ms()}))
 
 
@@ -188,6 +194,9 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--plain-writer"]:
+        plain_writer(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+        return 0
     if argv[:1] == ["--child"]:
         child(*argv[1:6])
         return 0
@@ -220,9 +229,7 @@ def main(argv: list[str]) -> int:
                     for fmt in formats:
                         for fields in ("all", "10"):
                             for name, code in codes.items():
-                                backing = back_memory(args.target, rows * OUTPUT_BYTES_PER_ROW[fields])
                                 result = measure(base_url, fields, fmt, code, args.target)
-                                result["backing_sys"] = backing
                                 runs.setdefault((name, fmt, rows, fields), []).append(result)
                                 if result["rows"] != rows:
                                     print(f"  FAIL: {rows} rows expected, {result['rows']} exported", file=sys.stderr)
@@ -246,14 +253,14 @@ def main(argv: list[str]) -> int:
             f"{name:>8} {fmt:>7} {rows:>10,} {fields:>6} {r['user']:>7.2f} {r['sys']:>6.2f} {r['wall']:>7.2f} "
             f"{speed(r):>11,.0f} {r['median']:>9,.0f} {r['rss_kib'] / 1024:>13.0f} {r['reference_ms']:>7.2f}"
         )
-    backed = {
-        rows: [r["backing_sys"] for (_, _, n, _), value in runs.items() if n == rows for r in value] for rows in sizes
-    }
-    for rows, spent in backed.items():
-        print(
-            f"memory backed before each {rows:,}-row run (not counted above): {min(spent):.2f}-{max(spent):.2f} "
-            f"system CPU-s (back_memory)"
-        )
+    print("control: a plain writer storing the same bytes at the same pace (what the machine charges for them)")
+    for (name, fmt, rows, fields), r in results.items():
+        if name == "new":
+            plain = control(args.target, r)
+            print(
+                f"  {fmt} {rows:,} rows {fields} fields: {r['bytes'] / 1e6:,.0f} MB in {r['wall']:.0f} s -> "
+                f"user {plain['user']:.2f} s, sys {plain['sys']:.2f} s (the export's sys: {r['sys']:.2f} s)"
+            )
     warm_up = [r["warm_up_cpu"] for value in runs.values() for r in value]
     print(f"one-time start-up before the first export (not counted above): {min(warm_up):.2f}-{max(warm_up):.2f} CPU-s")
     print("ref ms: CPU ms of a fixed msgspec workload right after the run (lower = the machine was faster)")
