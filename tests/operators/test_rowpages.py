@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from exact_rows import row
 
 from airflow_provider_exactonline.operators.rowpages import (
     MAX_LAYOUT_MISSES,
@@ -23,24 +24,6 @@ from airflow_provider_exactonline.operators.rowpages import (
 from airflow_provider_exactonline.operators.writers import clean_record, dump_bytes, open_writer
 
 PATH = "sync/CRM/Accounts"
-
-
-def row(i: int, **changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "__metadata": {"uri": f"https://start.exactonline.nl/api/v1/1/sync/CRM/Accounts({i}L)", "type": "Exact.X"},
-        "Timestamp": 1000 + i,
-        "ID": f"00000000-0000-4000-8000-{i:012d}",
-        "Name": ["Zeeman B.V.", "Düsseldorf GmbH", "日本語 \u2028 😀", 'O\'Brien, "Ltd"\n', ""][i % 5],
-        "Created": "/Date(1609750802600)/",
-        "EndDate": "/Date(-62135596800000)/" if i % 2 else None,
-        "Amount": [1.5, -0.0, 123456789.123, 9999999999999998.0, 1e-7][i % 5],
-        "Count": [0, -(2**63), 2**63 - 1, 42, 7][i % 5],
-        "Blocked": bool(i % 2),
-        "Remarks": None,
-        "Control": "\x00\x1f\x7f\\/",
-    }
-    record.update(changes)
-    return record
 
 
 def response(rows: list[dict[str, Any]], next_url: str | None = None, raw: bytes | None = None) -> requests.Response:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from exact_rows import row
 
 from airflow_provider_exactonline.operators.rowpages import MAX_LAYOUT_MISSES, PageDecoder, StructPage, max_int
 from airflow_provider_exactonline.operators.textpages import TextPage, text_page
@@ -15,25 +16,6 @@ from airflow_provider_exactonline.operators.writers import PartSet, clean_record
 
 PATH = "sync/CRM/Accounts"
 NEXT = "https://start.exactonline.nl/api/v1/1/sync/CRM/Accounts?$skiptoken=1009L"
-
-
-def row(i: int, **changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "__metadata": {"uri": f"https://start.exactonline.nl/api/v1/1/sync/CRM/Accounts({i}L)", "type": "Exact.X"},
-        "Timestamp": 1000 + i,
-        "ID": f"00000000-0000-4000-8000-{i:012d}",
-        "Name": ["Zeeman B.V.", "Düsseldorf GmbH", "日本語 \u2028 😀", 'O\'Brien, "Ltd"\n', ""][i % 5],
-        "Created": "/Date(1609750802600)/",
-        "Amount": [1.5, -0.0, 123456789.123, 9999999999999998.0, 1e-7][i % 5],
-        "Count": [0, -(2**63), 2**63 - 1, 42, 7][i % 5],
-        "Blocked": bool(i % 2),
-        "Remarks": None,
-        "Control": '\x00\x1f\x7f\\/{"__metadata":{},',
-    }
-    record.update(changes)
-    return record
-
-
 ROWS = [row(i) for i in range(10)]
 
 
@@ -118,7 +100,7 @@ def test_a_timestamp_beyond_64_bits_is_read_exactly():
         lambda: body([row(1, Timestamp="1")]),
         lambda: orjson.dumps({"d": ROWS}),  # a bare list
         lambda: body(ROWS)[:-3],  # cut short
-        lambda: body([1, 2]),  # rows that are not objects
+        lambda: body([1, 2]),  # type: ignore[list-item]  # rows that are not objects
     ],
 )
 def test_pages_this_path_cannot_write_exactly_are_left_to_the_others(make):
