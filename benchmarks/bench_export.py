@@ -204,6 +204,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("sizes", nargs="*", type=int, help="row counts besides 100,000")
     parser.add_argument("--baseline", help="git revision to compare with, in the same run")
     parser.add_argument("--formats", default="jsonl", help="comma-separated: jsonl, parquet, csv")
+    parser.add_argument("--fields", default="all,10", help="comma-separated: all (every field), 10 (ten fields)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best and median are shown)")
     parser.add_argument(
         "--target",
@@ -213,6 +214,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     sizes = [100_000] + [n for n in args.sizes if n != 100_000]
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    selections = [f.strip() for f in args.fields.split(",") if f.strip() in ("all", "10")] or ["all", "10"]
     runs: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-export-baseline-") as tmp:
@@ -227,7 +229,7 @@ def main(argv: list[str]) -> int:
             try:
                 for _ in range(max(1, args.repeat)):  # interleaved, so a slow spell of the machine hits all alike
                     for fmt in formats:
-                        for fields in ("all", "10"):
+                        for fields in selections:
                             for name, code in codes.items():
                                 result = measure(base_url, fields, fmt, code, args.target)
                                 runs.setdefault((name, fmt, rows, fields), []).append(result)
@@ -267,10 +269,11 @@ def main(argv: list[str]) -> int:
     for name in codes:
         for fmt in formats:
             for rows in sizes:
-                a, b = results[name, fmt, rows, "all"], results[name, fmt, rows, "10"]
-                print(f"{name} {fmt} {rows:,} rows: 10 fields vs all: rows/CPU-s x{speed(b) / speed(a):.1f}")
+                if len(selections) == 2:
+                    a, b = results[name, fmt, rows, "all"], results[name, fmt, rows, "10"]
+                    print(f"{name} {fmt} {rows:,} rows: 10 fields vs all: rows/CPU-s x{speed(b) / speed(a):.1f}")
             if len(sizes) > 1:
-                for fields in ("all", "10"):
+                for fields in selections:
                     s, lg = results[name, fmt, sizes[0], fields], results[name, fmt, sizes[-1], fields]
                     print(
                         f"{name} {fmt} {fields} fields, {sizes[-1]:,} vs {sizes[0]:,} rows: rows/CPU-s "
@@ -279,7 +282,7 @@ def main(argv: list[str]) -> int:
     if args.baseline:
         for fmt in formats:
             for rows in sizes:
-                for fields in ("all", "10"):
+                for fields in selections:
                     new, old = results["new", fmt, rows, fields], results["baseline", fmt, rows, fields]
                     print(
                         f"new vs baseline, {fmt} {rows:,} rows {fields} fields: "
