@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import requests
@@ -49,7 +49,7 @@ from airflow_provider_exactonline.hooks.errors import (
     transport_error,
 )
 from airflow_provider_exactonline.ratelimit import RateLimiter, RateLimitState, build_rate_limiter
-from airflow_provider_exactonline.transport import ExactOnlineAdapter
+from airflow_provider_exactonline.transport import ExactOnlineAdapter, PageReader
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class _CallInfo:
     purpose: str
     swapped: bool = False
     tries_429: int = 0
+    #: An export page: read through the hook's PageReader where it can be (see :meth:`ApiCalls._page_reader_for`).
+    page_read: bool = False
 
 
 class ApiCalls(BaseHook):
@@ -180,6 +182,22 @@ class ApiCalls(BaseHook):
             session.mount(prefix, ExactOnlineAdapter())
         return session
 
+    @cached_property
+    def page_reader(self) -> PageReader:
+        """The reader of export pages (see :class:`~airflow_provider_exactonline.transport.PageReader`)."""
+        return PageReader(
+            self.config.base_url, verify=self.session.verify, cert=self.session.cert, timeout=self.timeout
+        )
+
+    def _page_reader_for(self, url: str) -> PageReader | None:
+        """The page reader where it sends what requests would: a direct connection (no proxy) through the
+        hook's own adapter. A proxy, or another adapter mounted on the session (a user's, a test's),
+        keeps the page on requests."""
+        if self.session.proxies or type(self.session.get_adapter(url)) is not ExactOnlineAdapter:
+            return None
+        reader = self.page_reader
+        return reader if reader.serves(url) else None
+
     @property
     def rate_limiter(self) -> RateLimiter:
         if self._rate_limiter is None:
@@ -245,11 +263,12 @@ class ApiCalls(BaseHook):
         headers: Mapping[str, str] | None = None,
         purpose: str | None = None,
         filter_checked: bool = False,
+        page_read: bool = False,
     ) -> requests.Response:
         """:meth:`request` of an absolute URL and an encoded query. ``filter_checked``: the query was
         checked against Exact's mandatory filtering already (a catalog read), or Exact wrote it (a
-        ``__next`` link), so it is not parsed again for every page."""
-        call = _CallInfo(division_of_url(url), purpose or ("read" if method == "GET" else "write"))
+        ``__next`` link), so it is not parsed again for every page. ``page_read``: an export's page."""
+        call = _CallInfo(division_of_url(url), purpose or ("read" if method == "GET" else "write"), page_read=page_read)
         self._check_host(url)
         if method == "GET" and not filter_checked:
             check_raw_collection_filter(url, query)
@@ -313,17 +332,22 @@ class ApiCalls(BaseHook):
             token = self.token_manager.access_token()
             mask(token)
             started = time.monotonic()
+            sent = {**headers, "Authorization": f"Bearer {token}"}
+            reader = self._page_reader_for(full_url) if call.page_read and method == "GET" else None
             try:
-                response = self.session.send(
-                    self._prepare(method, full_url, json, {**headers, "Authorization": f"Bearer {token}"}),
-                    timeout=(min(10.0, self.timeout), self.timeout),
-                    allow_redirects=False,
-                    stream=True,  # the body is read below in one go
-                    verify=self.session.verify,
-                    cert=self.session.cert,
-                    proxies=self.session.proxies,  # resolved once, when the session was made
-                )
-                read_body(response)
+                if reader is not None:
+                    response = reader.get(full_url, {**cast("Mapping[str, str]", self.session.headers), **sent})
+                else:
+                    response = self.session.send(
+                        self._prepare(method, full_url, json, sent),
+                        timeout=(min(10.0, self.timeout), self.timeout),
+                        allow_redirects=False,
+                        stream=True,  # the body is read below in one go
+                        verify=self.session.verify,
+                        cert=self.session.cert,
+                        proxies=self.session.proxies,  # resolved once, when the session was made
+                    )
+                    read_body(response)
             except requests.RequestException as err:
                 raise transport_error(method, full_url, err) from err
             self._api_calls += 1

@@ -180,7 +180,9 @@ class Reads(ApiCalls):
         remaining = top
         while next_url:
             # The first query was checked by _collection_query; the next ones are Exact's own links.
-            response = self._request("GET", next_url, query, purpose="read", filter_checked=True)
+            response = self._request(
+                "GET", next_url, query, purpose="read", filter_checked=True, page_read=decode is not None
+            )
             if decode is None:
                 results, next_url = collection_of(d_of(response, "GET", response.url), path)
             else:

@@ -246,3 +246,47 @@ def test_a_body_cut_off_mid_read_is_retried_for_a_get_and_never_resent_for_a_pos
         assert server.requests == 1
     finally:
         server.close()
+
+
+def _pages(hook: ExactOnlineHook) -> list[Any]:
+    """Every page of sync/CRM/Accounts as an export reads them (iter_decoded_pages)."""
+    return list(
+        hook.iter_decoded_pages(
+            "sync/CRM/Accounts",
+            lambda response, path: (response.json()["d"]["results"], response.json()["d"].get("__next")),
+            select="ID,Timestamp",
+            filter="Timestamp gt 1L",
+        )
+    )
+
+
+def test_export_pages_are_read_over_one_kept_alive_connection_and_counted_as_calls():
+    limiter = RecordingLimiter(ScaledClock(scale=60))
+    with fake_hook(rows={"crm/Accounts": 2500}, hook_kwargs={"rate_limiter": limiter}) as (fake, hook, _store):
+        pages = _pages(hook)
+        hook.get("crm/Accounts?$filter=Blocked%20eq%20false", params={"$top": 1})  # not a page read: requests
+        assert [len(page) for page in pages] == [1000, 1000, 500] and hook.page_reader.connections == 1
+        assert hook.api_calls == 4 and limiter.after == [(FAKE_DIVISION, 200)] * 4
+        assert [r.path.count("sync/CRM/Accounts") for r in fake.requests if "Accounts" in r.path] == [1, 1, 1, 0]
+
+
+def test_a_page_read_that_fails_is_retried_like_any_get():
+    with fake_hook(rows={"crm/Accounts": 2500}, hook_kwargs={"backoff_initial": 0.01}) as (fake, hook, _store):
+        fake.drop_next(1, path_contains="sync/CRM/Accounts")  # half a page, then the connection is gone
+        fake.fail_next(1, status=503, path_contains="sync/CRM/Accounts")
+        pages = _pages(hook)
+    assert sum(len(page) for page in pages) == 2500 and hook.page_reader.connections >= 2
+
+
+def test_pages_go_through_requests_where_the_reader_would_not_send_the_same():
+    import requests_mock
+
+    with fake_hook(rows={"crm/Accounts": 3}) as (fake, hook, _store):
+        url = f"{fake.base_url}/api/v1/{FAKE_DIVISION}/sync/CRM/Accounts"
+        assert hook._page_reader_for(url) is hook.page_reader
+        assert hook._page_reader_for("https://start.exactonline.nl/api/v1/1/sync/CRM/Accounts") is None
+        hook.session.proxies = {"http": "http://proxy.invalid:3128"}  # a proxy: requests knows how
+        assert hook._page_reader_for(url) is None
+        hook.session.proxies = {}
+        hook.session.mount(fake.base_url, requests_mock.Adapter())  # a user's or a test's own adapter
+        assert hook._page_reader_for(url) is None
