@@ -1,7 +1,9 @@
 """One API call to Exact Online: connection set-up, tokens, rate limits, retries (the hook's transport).
 
 One hook = one connection, one ``requests.Session`` and one :class:`RateLimiter` (limits kept
-per division). The hook is not thread-safe; give each thread its own.
+per division); export pages are read over one kept-alive ``http.client`` connection where they can be
+(:class:`~airflow_provider_exactonline.transport.PageReader`). The hook is not thread-safe; give each
+thread its own.
 
 What every call does (:meth:`ApiCalls.request`):
 
