@@ -167,6 +167,47 @@ def test_csv_keeps_none_and_empty_string_apart(tmp_path):
     assert back[2] == ["b", "Zeeman", "Utrecht", "a,b", "", ""]
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", "Zeeman", "/Date(1700000000000)/"],  # plain strings: the column itself
+        ["a", None, "", "b"],  # None empty, "" quoted
+        ["a", "x,y", None],  # a comma: cell by cell
+        ['say "hi"', "ok"],
+        ["line\nbreak", "cr\r"],
+        [1, None, 2.5, 1e16, -0.0, float("nan"), 10**30],
+        [1, 2, 3],
+        [True, None, False],
+        [True, 1, None],  # bool and int mixed: cell by cell
+        [None, None],
+        [{"k": "v"}, ["x"], None, "s"],
+        [dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), None],
+        [],
+    ],
+)
+def test_csv_columns_are_the_cells_one_by_one(values):
+    from airflow_provider_exactonline.operators.writers import CsvWriter
+
+    assert CsvWriter._column_cells(list(values)) == [CsvWriter._cell(v) for v in values]
+
+
+def test_csv_page_written_a_column_at_a_time_reads_back(tmp_path):
+    rows = [
+        {"ID": f"id-{i}", "Name": ["", None, "x", 'q"'][i % 4], "Amount": [1, 2.5, None][i % 3], "On": i % 2 == 0}
+        for i in range(12)
+    ]
+    with open_writer("csv", _path(tmp_path) / "p.csv", ["ID", "Name", "Amount", "On"]) as writer:
+        writer.write_page(rows)
+        writer.write_page([])
+    back = list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text())))
+    assert back[0] == ["ID", "Name", "Amount", "On"]
+    expected = [
+        [r["ID"], r["Name"] or "", "" if r["Amount"] is None else str(r["Amount"]), "true" if r["On"] else "false"]
+        for r in rows
+    ]
+    assert back[1:] == expected
+
+
 def test_jsonl_from_orjson_means_what_json_dumps_meant(tmp_path):
     from airflow_provider_exactonline.operators.writers import dumps
 
