@@ -193,9 +193,12 @@ class ApiCalls(BaseHook):
 
     def _page_reader_for(self, url: str) -> PageReader | None:
         """The page reader where it sends what requests would: a direct connection (no proxy) through the
-        hook's own adapter. A proxy, or another adapter mounted on the session (a user's, a test's),
-        keeps the page on requests."""
+        hook's own adapter, and a URL with nothing left to encode (see :meth:`_prepare`). A proxy, another
+        adapter mounted on the session (a user's, a test's) or a URL requests would encode keeps the page
+        on requests."""
         if self.session.proxies or type(self.session.get_adapter(url)) is not ExactOnlineAdapter:
+            return None
+        if not _PLAIN_URL.fullmatch(url) or _BAD_ESCAPE.search(url):
             return None
         reader = self.page_reader
         return reader if reader.serves(url) else None

@@ -3,9 +3,10 @@
 A JSON Lines export need not turn 144 values a row into Python objects and back into JSON. msgspec
 validates the page and hands over each row as its JSON text (``msgspec.Raw``); a second, typed pass
 over the same body reads only each row's ``__metadata`` (to cut it out) and ``Timestamp`` (for the
-watermark). The rows' text after their metadata becomes the page's lines in one join. For wide rows
-this costs about half of decoding and encoding the values (``operators/rowpages.py``);
-docs/operators.md, "Performance", has the figures.
+watermark). The rows' text after their metadata becomes the page's lines in one join. For a page of
+1,000 Accounts with every field this measured about 30 % less CPU than decoding the values into
+Structs and encoding them again (``operators/rowpages.py``); docs/operators.md, "Performance", has
+the export's figures.
 
 A page takes this path only where the result is certain to be one JSON object a line with the
 values Exact sent:

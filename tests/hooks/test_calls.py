@@ -285,6 +285,8 @@ def test_pages_go_through_requests_where_the_reader_would_not_send_the_same():
         url = f"{fake.base_url}/api/v1/{FAKE_DIVISION}/sync/CRM/Accounts"
         assert hook._page_reader_for(url) is hook.page_reader
         assert hook._page_reader_for("https://start.exactonline.nl/api/v1/1/sync/CRM/Accounts") is None
+        for unencoded in (" eq 'a b'", "'Zw\u00fcrich'", "%zz"):  # requests encodes these; http.client would not
+            assert hook._page_reader_for(f"{url}?$filter=Name{unencoded}") is None
         hook.session.proxies = {"http": "http://proxy.invalid:3128"}  # a proxy: requests knows how
         assert hook._page_reader_for(url) is None
         hook.session.proxies = {}
