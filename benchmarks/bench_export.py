@@ -130,15 +130,15 @@ def control(target: str, result: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def core_split() -> tuple[set[int], set[int]] | None:
+    """The cores the exports run on and the fake's core (the last one), or None on a one-core machine."""
+    cores = sorted(os.sched_getaffinity(0))
+    return (set(cores[:-1]), {cores[-1]}) if len(cores) > 1 else None
+
+
 def exporter_cores() -> set[int] | None:
-    """The cores the exports run on (all but the fake's), or None on a one-core machine."""
-    cores = sorted(os.sched_getaffinity(0))
-    return set(cores[:-1]) if len(cores) > 1 else None
-
-
-def fake_core() -> set[int] | None:
-    cores = sorted(os.sched_getaffinity(0))
-    return {cores[-1]} if len(cores) > 1 else None
+    split = core_split()
+    return split[0] if split else None
 
 
 def child(base_url: str, fields: str, fmt: str, code: str, target: str) -> None:
@@ -242,6 +242,7 @@ def main(argv: list[str]) -> int:
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     selections = [f.strip() for f in args.fields.split(",") if f.strip() in ("all", "10")] or ["all", "10"]
     runs: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
+    split = core_split()  # the exports' cores and the fake's
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-export-baseline-") as tmp:
         codes = {"new": ""}
@@ -249,9 +250,8 @@ def main(argv: list[str]) -> int:
             codes = {"baseline": checkout(args.baseline, tmp), **codes}
         for rows in sizes:
             proc, base_url = start_fake(rows, {WARM_UP_ENTITY: WARM_UP_ROWS})
-            pinned = fake_core()
-            if pinned:
-                os.sched_setaffinity(proc.pid, pinned)
+            if split:
+                os.sched_setaffinity(proc.pid, split[1])
             try:
                 for _ in range(max(1, args.repeat)):  # interleaved, so a slow spell of the machine hits all alike
                     for fmt in formats:
@@ -270,7 +270,7 @@ def main(argv: list[str]) -> int:
         f"{ENTITY}, client process only (the fake runs in another process); best of {args.repeat} runs"
         + (f"; baseline = {args.baseline}" if args.baseline else "")
         + f"; written to {args.target or tempfile.gettempdir()}"
-        + (f"; exports on cores {sorted(exporter_cores() or [])}, the fake on {sorted(fake_core() or [])}")
+        + (f"; exports on cores {sorted(split[0])}, the fake on {sorted(split[1])}" if split else "")
         + ("; cores kept awake" if args.keep_awake else "")
     )
     print(

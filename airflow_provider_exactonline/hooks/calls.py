@@ -66,6 +66,11 @@ _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(?::\d+)?(?:/[A-Za-z0-9\-._~!$
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+def is_plain_url(url: str) -> bool:
+    """Whether ``url`` has nothing left to encode (:data:`_PLAIN_URL`, every ``%`` a valid escape)."""
+    return bool(_PLAIN_URL.fullmatch(url)) and not _BAD_ESCAPE.search(url)
+
+
 def division_of_url(url: str) -> int | None:
     """The division in an API URL (``.../api/v1/{division}/...``), or None (``current/Me``, token calls)."""
     match = _DIVISION_IN_PATH_RE.search(urlsplit(url).path)
@@ -198,7 +203,7 @@ class ApiCalls(BaseHook):
         on requests."""
         if self.session.proxies or type(self.session.get_adapter(url)) is not ExactOnlineAdapter:
             return None
-        if not _PLAIN_URL.fullmatch(url) or _BAD_ESCAPE.search(url):
+        if not is_plain_url(url):
             return None
         reader = self.page_reader
         return reader if reader.serves(url) else None
@@ -410,7 +415,7 @@ class ApiCalls(BaseHook):
         that is plain ASCII with nothing left to encode (ours, and Exact's ``__next`` links) is used as it is;
         anything else goes through requests' own preparation.
         """
-        if not _PLAIN_URL.fullmatch(url) or _BAD_ESCAPE.search(url):
+        if not is_plain_url(url):
             return self.session.prepare_request(requests.Request(method, url, headers=headers, json=json))
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
